@@ -50,21 +50,14 @@ base := {
 	"guardrails": {"kill_switch": false, "autonomous_actions_in_window": 0},
 }
 
-# the decision for an input document
-decide(doc) := d if {
-	d := data.escalation.decision with input as doc
-}
-
-# the decision with the qualifications replaced
-decide_qualified(doc, qualifications) := d if {
-	d := data.escalation.decision with input as doc with data.escalation.qualifications as qualifications
-}
-
 # base with the field at a JSON pointer (e.g. "/ai/confidence") set to value
 with_value(pointer, value) := json.patch(base, [{"op": "add", "path": pointer, "value": value}])
 
 # base with several fields set: {pointer: value}
-with_values(values) := json.patch(base, [{"op": "add", "path": pointer, "value": value} | some pointer, value in values])
+with_values(values) := json.patch(base, [patch |
+	some pointer, value in values
+	patch := {"op": "add", "path": pointer, "value": value}
+])
 
 # base without the field at a JSON pointer
 without(pointer) := json.patch(base, [{"op": "remove", "path": pointer}])

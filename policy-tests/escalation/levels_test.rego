@@ -1,14 +1,14 @@
 package escalation_test
 
 test_design_example_is_autonomous if {
-	d := decide(base)
+	d := data.escalation.decision with input as base
 	d.level == 4
 	d.name == "autonomous"
 	d.triggers == []
 }
 
 test_level_4_fields if {
-	d := decide(base)
+	d := data.escalation.decision with input as base
 	d.execute == true
 	d.approval == {"required": false, "timeout_seconds": 600, "on_timeout": "escalate_to_oncall"}
 	d.abort_window_seconds == null
@@ -17,7 +17,7 @@ test_level_4_fields if {
 }
 
 test_level_3_fields if {
-	d := decide(with_value("/pattern/occurrences", 9))
+	d := data.escalation.decision with input as with_value("/pattern/occurrences", 9)
 	d.level == 3
 	d.name == "conditional_autonomous"
 	d.execute == true
@@ -28,7 +28,7 @@ test_level_3_fields if {
 }
 
 test_level_2_fields if {
-	d := decide(with_value("/ai/confidence", 0.72))
+	d := data.escalation.decision with input as with_value("/ai/confidence", 0.72)
 	d.level == 2
 	d.name == "supervised"
 	d.execute == false
@@ -43,7 +43,7 @@ test_level_2_fields if {
 }
 
 test_level_1_fields if {
-	d := decide(with_value("/pattern/known", false))
+	d := data.escalation.decision with input as with_value("/pattern/known", false)
 	d.level == 1
 	d.name == "assisted"
 	d.execute == false
@@ -53,7 +53,7 @@ test_level_1_fields if {
 }
 
 test_level_0_fields if {
-	d := decide(with_value("/ai/available", false))
+	d := data.escalation.decision with input as with_value("/ai/available", false)
 	d.level == 0
 	d.name == "manual"
 	d.execute == false
@@ -68,7 +68,7 @@ test_level_0_fields if {
 }
 
 test_policy_block_names_version_approvers_and_reviews if {
-	p := decide(base).policy
+	p := data.escalation.decision.policy with input as base
 	p.version == data.escalation.policy.version
 	p.approvers == data.escalation.policy.approvers
 	p.last_review == data.escalation.policy.last_review
@@ -84,13 +84,14 @@ test_next_review_is_after_last_review if {
 }
 
 test_several_triggers_all_listed_lowest_wins if {
-	d := decide(with_values({
+	doc := with_values({
 		"/ai/confidence": 0.7,
 		"/guardrails/kill_switch": true,
 		"/blast_radius/services": 3,
 		"/action/rollback_seconds": 400,
 		"/pattern/known": false,
-	}))
+	})
+	d := data.escalation.decision with input as doc
 	d.level == 1
 	ids(d) == {
 		"confidence_below_autonomous", "kill_switch", "blast_radius_services",
@@ -99,28 +100,30 @@ test_several_triggers_all_listed_lowest_wins if {
 }
 
 test_triggers_are_ordered_by_ceiling if {
-	d := decide(with_values({
+	doc := with_values({
 		"/action/rollback_seconds": 400,
 		"/ai/available": false,
 		"/guardrails/kill_switch": true,
 		"/pattern/known": false,
-	}))
+	})
+	d := data.escalation.decision with input as doc
 	d.level == 0
 	[t.ceiling | some t in d.triggers] == [0, 1, 2, 3]
 }
 
 test_level_is_the_lowest_listed_ceiling if {
-	d := decide(with_values({"/error_budget/remaining": 0.5, "/pattern/occurrences": 5}))
+	d := data.escalation.decision with input as with_values({"/error_budget/remaining": 0.5, "/pattern/occurrences": 5})
 	d.level == min({t.ceiling | some t in d.triggers})
 	d.level == 2
 }
 
 test_regulated_asset_requires_change_record_at_every_level if {
-	d := decide(with_values({"/regulatory/regulated": true, "/regulatory/frameworks": ["pci-dss"]}))
+	doc := with_values({"/regulatory/regulated": true, "/regulatory/frameworks": ["pci-dss"]})
+	d := data.escalation.decision with input as doc
 	d.level == 2
 	d.change_record_required == true
 	d.logging == ["recommendation", "approval", "outcome", "change_record"]
-	d0 := decide(with_values({"/regulatory/regulated": true, "/ai/available": false}))
+	d0 := data.escalation.decision with input as with_values({"/regulatory/regulated": true, "/ai/available": false})
 	d0.level == 0
 	d0.change_record_required == true
 }
