@@ -17,133 +17,109 @@ triggers contains object.union(
 	{"field": field},
 ) if {
 	some field, spec in _fields
-	problem := _field_problem(object.get(_doc, split(field, "."), null), spec)
+	problem := _field_problem(object.get(_doc, spec.path, null), spec.required, _kinds[spec.kind])
 }
 
-# Every field of the input document: its kind, and whether it must be present.
+# Every field of the input document: where it is, its kind, and whether it must be present.
 _fields := {
-	"now": {"kind": "timestamp", "required": true},
-	"alert.name": {"kind": "string", "required": true},
-	"alert.fingerprint": {"kind": "string", "required": true},
-	"alert.severity": {"kind": "string", "required": true},
-	"alert.labels": {"kind": "object", "required": false},
-	"ai.available": {"kind": "boolean", "required": true},
-	"ai.confidence": {"kind": "fraction", "required": true},
-	"ai.false_positive_rate_7d": {"kind": "fraction", "required": true},
-	"pattern.id": {"kind": "string", "required": true},
-	"pattern.known": {"kind": "boolean", "required": true},
-	"pattern.occurrences": {"kind": "count", "required": true},
-	"pattern.consistent_outcomes": {"kind": "boolean", "required": true},
-	"pattern.last_suboptimal_at": {"kind": "timestamp", "required": false},
-	"action.type": {"kind": "string", "required": true},
-	"action.target.kind": {"kind": "string", "required": true},
-	"action.target.namespace": {"kind": "string", "required": true},
-	"action.target.name": {"kind": "string", "required": true},
-	"action.target.environment": {"kind": "string", "required": true},
-	"action.target.hpa_managed": {"kind": "boolean", "required": true},
-	"action.idempotent": {"kind": "boolean", "required": true},
-	"action.reversible": {"kind": "boolean", "required": true},
-	"action.rollback_seconds": {"kind": "seconds", "required": true},
-	"action.replicas_delta": {"kind": "integer", "required": true},
-	"action.production_impact": {"kind": "boolean", "required": true},
-	"blast_radius.services": {"kind": "count", "required": true},
-	"blast_radius.namespaces": {"kind": "names", "required": true},
-	"blast_radius.replica_fraction": {"kind": "fraction", "required": true},
-	"blast_radius.traffic_fraction": {"kind": "fraction", "required": false},
-	"blast_radius.shared_infrastructure": {"kind": "boolean", "required": true},
-	"blast_radius.stateless": {"kind": "boolean", "required": true},
-	"error_budget.remaining": {"kind": "budget", "required": true},
-	"regulatory.regulated": {"kind": "boolean", "required": true},
-	"regulatory.frameworks": {"kind": "strings", "required": false},
-	"guardrails.kill_switch": {"kind": "boolean", "required": true},
-	"guardrails.autonomous_actions_in_window": {"kind": "count", "required": true},
+	"now": {"path": ["now"], "kind": "timestamp", "required": true},
+	"alert.name": {"path": ["alert", "name"], "kind": "string", "required": true},
+	"alert.fingerprint": {"path": ["alert", "fingerprint"], "kind": "string", "required": true},
+	"alert.severity": {"path": ["alert", "severity"], "kind": "string", "required": true},
+	"alert.labels": {"path": ["alert", "labels"], "kind": "object", "required": false},
+	"ai.available": {"path": ["ai", "available"], "kind": "boolean", "required": true},
+	"ai.confidence": {"path": ["ai", "confidence"], "kind": "fraction", "required": true},
+	"ai.false_positive_rate_7d": {"path": ["ai", "false_positive_rate_7d"], "kind": "fraction", "required": true},
+	"pattern.id": {"path": ["pattern", "id"], "kind": "string", "required": true},
+	"pattern.known": {"path": ["pattern", "known"], "kind": "boolean", "required": true},
+	"pattern.occurrences": {"path": ["pattern", "occurrences"], "kind": "count", "required": true},
+	"pattern.consistent_outcomes": {"path": ["pattern", "consistent_outcomes"], "kind": "boolean", "required": true},
+	"pattern.last_suboptimal_at": {"path": ["pattern", "last_suboptimal_at"], "kind": "timestamp", "required": false},
+	"action.type": {"path": ["action", "type"], "kind": "string", "required": true},
+	"action.target.kind": {"path": ["action", "target", "kind"], "kind": "string", "required": true},
+	"action.target.namespace": {"path": ["action", "target", "namespace"], "kind": "string", "required": true},
+	"action.target.name": {"path": ["action", "target", "name"], "kind": "string", "required": true},
+	"action.target.environment": {"path": ["action", "target", "environment"], "kind": "string", "required": true},
+	"action.target.hpa_managed": {"path": ["action", "target", "hpa_managed"], "kind": "boolean", "required": true},
+	"action.idempotent": {"path": ["action", "idempotent"], "kind": "boolean", "required": true},
+	"action.reversible": {"path": ["action", "reversible"], "kind": "boolean", "required": true},
+	"action.rollback_seconds": {"path": ["action", "rollback_seconds"], "kind": "seconds", "required": true},
+	"action.replicas_delta": {"path": ["action", "replicas_delta"], "kind": "integer", "required": true},
+	"action.production_impact": {"path": ["action", "production_impact"], "kind": "boolean", "required": true},
+	"blast_radius.services": {"path": ["blast_radius", "services"], "kind": "count", "required": true},
+	"blast_radius.namespaces": {"path": ["blast_radius", "namespaces"], "kind": "names", "required": true},
+	"blast_radius.replica_fraction": {"path": ["blast_radius", "replica_fraction"], "kind": "fraction", "required": true},
+	"blast_radius.traffic_fraction": {"path": ["blast_radius", "traffic_fraction"], "kind": "fraction", "required": false},
+	"blast_radius.shared_infrastructure": {
+		"path": ["blast_radius", "shared_infrastructure"],
+		"kind": "boolean", "required": true,
+	},
+	"blast_radius.stateless": {"path": ["blast_radius", "stateless"], "kind": "boolean", "required": true},
+	"error_budget.remaining": {"path": ["error_budget", "remaining"], "kind": "budget", "required": true},
+	"regulatory.regulated": {"path": ["regulatory", "regulated"], "kind": "boolean", "required": true},
+	"regulatory.frameworks": {"path": ["regulatory", "frameworks"], "kind": "strings", "required": false},
+	"guardrails.kill_switch": {"path": ["guardrails", "kill_switch"], "kind": "boolean", "required": true},
+	"guardrails.autonomous_actions_in_window": {
+		"path": ["guardrails", "autonomous_actions_in_window"],
+		"kind": "count", "required": true,
+	},
+}
+
+# What each kind of field may hold: its JSON type, its limits, and how a message names it.
+_kinds := {
+	"string": {"type": "string", "nonempty": true, "text": "a non-empty string"},
+	"boolean": {"type": "boolean", "text": "true or false"},
+	"fraction": {"type": "number", "min": 0, "max": 1, "text": "a number from 0 to 1"},
+	"count": {"type": "number", "min": 0, "whole": true, "text": "a whole number of at least 0"},
+	"integer": {"type": "number", "whole": true, "text": "a whole number"},
+	"seconds": {"type": "number", "min": 0, "text": "a number of seconds of at least 0"},
+	"budget": {"type": "number", "max": 1, "text": "a number of at most 1"},
+	"timestamp": {"type": "string", "timestamp": true, "text": "an RFC 3339 timestamp"},
+	"object": {"type": "object", "text": "an object"},
+	"strings": {"type": "array", "items": "string", "text": "a list of strings"},
+	"names": {"type": "array", "items": "string", "nonempty": true, "text": "a non-empty list of strings"},
 }
 
 # what is wrong with a field's value, undefined when nothing is
-_field_problem(value, spec) := "is missing or null" if {
-	value == null
-	spec.required
-} else := sprintf("must be %s, got %s", [_kind_text(spec.kind), _quote(value)]) if {
+_field_problem(null, true, _) := "is missing or null"
+
+_field_problem(value, _, kind) := sprintf("must be %s, got %s", [kind.text, _quote(value)]) if {
 	value != null
-	not _kind_ok(value, spec.kind)
+	not _valid(value, kind)
 }
 
-_kind_ok(value, "string") if {
-	is_string(value)
-	value != ""
+_valid(value, kind) if {
+	type_name(value) == kind.type
+	not _out_of_range(value, kind)
 }
 
-_kind_ok(value, "boolean") if is_boolean(value)
+_out_of_range(value, kind) if value < kind.min
 
-_kind_ok(value, "fraction") if {
-	is_number(value)
-	value >= 0
-	value <= 1
+_out_of_range(value, kind) if value > kind.max
+
+_out_of_range(value, kind) if {
+	kind.whole
+	floor(value) != value
 }
 
-_kind_ok(value, "count") if {
-	is_number(value)
-	value >= 0
-	floor(value) == value
+_out_of_range(value, kind) if {
+	kind.nonempty
+	count(value) == 0
 }
 
-_kind_ok(value, "integer") if {
-	is_number(value)
-	floor(value) == value
+_out_of_range(value, kind) if {
+	kind.timestamp
+	not _is_timestamp(value)
 }
 
-_kind_ok(value, "seconds") if {
-	is_number(value)
-	value >= 0
+_out_of_range(value, kind) if {
+	item_type := kind.items
+	some item in value
+	type_name(item) != item_type
 }
 
-_kind_ok(value, "budget") if {
-	is_number(value)
-	value <= 1
-}
-
-_kind_ok(value, "timestamp") if {
-	is_string(value)
-	is_number(time.parse_rfc3339_ns(value))
-}
-
-_kind_ok(value, "object") if is_object(value)
-
-_kind_ok(value, "strings") if _all_strings(value)
-
-_kind_ok(value, "names") if {
-	_all_strings(value)
-	count(value) > 0
-}
-
-_kind_text("string") := "a non-empty string"
-
-_kind_text("boolean") := "true or false"
-
-_kind_text("fraction") := "a number from 0 to 1"
-
-_kind_text("count") := "a whole number of at least 0"
-
-_kind_text("integer") := "a whole number"
-
-_kind_text("seconds") := "a number of seconds of at least 0"
-
-_kind_text("budget") := "a number of at most 1"
-
-_kind_text("timestamp") := "an RFC 3339 timestamp"
-
-_kind_text("object") := "an object"
-
-_kind_text("strings") := "a list of strings"
-
-_kind_text("names") := "a non-empty list of strings"
-
-_all_strings(value) if {
-	is_array(value)
-	every item in value {
-		is_string(item)
-	}
-}
+# a builtin error is undefined inside a function, so `not _is_timestamp` is true for a bad timestamp
+_is_timestamp(value) if is_number(time.parse_rfc3339_ns(value))
 
 # a short JSON rendering of a value for messages
 _quote(value) := substring(json.marshal(value), 0, 80)

@@ -372,7 +372,7 @@ _slow_rollback_reason := sprintf("rollback takes %v s, over %v s", [seconds, lim
 _review_overdue_reason := sprintf("the policy's next review date %v has passed", [_policy.next_review]) if {
 	_now_ns >= time.parse_rfc3339_ns(sprintf("%vT00:00:00Z", [_policy.next_review])) + _day_ns
 } else := sprintf("the policy's next review date %s cannot be read", [_quote(_policy.next_review)]) if {
-	not time.parse_rfc3339_ns(sprintf("%vT00:00:00Z", [_policy.next_review]))
+	not _is_timestamp(sprintf("%vT00:00:00Z", [_policy.next_review]))
 }
 
 _now_ns := time.parse_rfc3339_ns(input.now)

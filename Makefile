@@ -1,0 +1,77 @@
+# Every command the README names is a target here.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+include tools/versions.mk
+
+ROOT := $(CURDIR)
+TOOLS := $(ROOT)/.tools
+VENV := $(ROOT)/.venv
+export PATH := $(TOOLS)/bin:$(VENV)/bin:$(PATH)
+
+REGO := rego policy-tests
+INPUT_SCHEMA := pyagent/schemas/input.schema.json
+COVERAGE_MIN := 95
+PYTHON ?= python3
+
+.PHONY: help setup tools venv run test lint policy-test coverage pytest docs docs-check bench-policy clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: tools venv ## build pinned OPA and Regal, create .venv with the package and its test extras
+
+tools: $(TOOLS)/stamps/opa-$(OPA_VERSION) $(TOOLS)/stamps/regal-$(REGAL_VERSION)
+
+$(TOOLS)/stamps/opa-$(OPA_VERSION): tools/versions.mk tools/go-install.sh
+	tools/go-install.sh opa github.com/open-policy-agent/opa $(OPA_VERSION)
+
+$(TOOLS)/stamps/regal-$(REGAL_VERSION): tools/versions.mk tools/go-install.sh
+	tools/go-install.sh regal github.com/open-policy-agent/regal $(REGAL_VERSION) \
+		github.com/open-policy-agent/regal/pkg/version.Version
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+run: setup ## set up, then decide DESIGN.md's example input with an OPA started here
+	pyagent decide examples/input.json --explain
+
+test: setup lint policy-test coverage pytest docs-check ## set up, then run every gate and test
+
+lint: ## opa fmt, opa check --strict with the input schema, Regal, ruff, mypy
+	opa fmt --list --fail $(REGO)
+	opa check --strict --schema $(INPUT_SCHEMA) $(REGO)
+	regal lint $(REGO)
+	ruff check pyagent tests scripts bench
+	ruff format --check pyagent tests scripts bench
+	mypy
+
+policy-test: ## opa test, every test passing
+	opa test --fail-on-empty -v $(REGO) | tail -n 3
+
+coverage: ## coverage of rego/ by the policy tests, at least COVERAGE_MIN percent
+	opa test --coverage $(REGO) > $(TOOLS)/coverage.json
+	python3 scripts/rego_coverage.py $(TOOLS)/coverage.json --root rego --min $(COVERAGE_MIN)
+
+pytest: ## the Python tests, against a real OPA
+	pytest
+
+docs: ## regenerate the README's trigger table from the policy's METADATA
+	opa inspect -a --format json rego > $(TOOLS)/inspect.json
+	python3 scripts/trigger_table.py $(TOOLS)/inspect.json README.md
+
+docs-check: ## fail when the README's trigger table is stale
+	opa inspect -a --format json rego > $(TOOLS)/inspect.json
+	python3 scripts/trigger_table.py $(TOOLS)/inspect.json README.md --check
+
+bench-policy: tools ## opa bench on the decision for DESIGN.md's example input
+	opa bench --data rego --input examples/input.json --count 20000 'data.escalation.decision'
+
+clean: ## remove built tools, the virtualenv and caches
+	rm -rf $(TOOLS) $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

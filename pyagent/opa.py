@@ -1,0 +1,226 @@
+"""The OPA sidecar: a client for its REST API, and an embedded server the agent can start.
+
+Every way OPA can fail to give a decision maps to one :class:`PolicyError`, so the
+caller can fall back to level 1 with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from pyagent.contract import Decision
+from pyagent.errors import (
+    InvalidDocument,
+    OpaStartError,
+    PolicyEngineUnavailable,
+    PolicyInvalid,
+    PolicyUndefined,
+)
+
+DECISION_PATH = "/v1/data/escalation/decision"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_policy_dir() -> Path:
+    """The project's ``rego/`` directory (beside the package in a checkout or image)."""
+    return PROJECT_ROOT / "rego"
+
+
+def find_opa(explicit: str | None = None) -> str:
+    """The OPA binary: ``explicit``, else ``opa`` on PATH, else the project's pinned build."""
+    if explicit:
+        return explicit
+    on_path = shutil.which("opa")
+    if on_path:
+        return on_path
+    pinned = PROJECT_ROOT / ".tools" / "bin" / "opa"
+    if pinned.is_file() and os.access(pinned, os.X_OK):
+        return str(pinned)
+    raise OpaStartError("no opa binary: run `make setup`, put opa on PATH, or pass --opa-binary")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for a connection and for an answer."""
+
+    connect: float = 0.5
+    read: float = 2.0
+
+
+class OpaClient:
+    """Asks ``data.escalation.decision`` over OPA's REST API, on one pooled session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: requests.Session | None = None,
+        timeouts: Timeouts = Timeouts(),
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeouts = timeouts
+        self.session = session or requests.Session()
+        # one retry of a refused connection: OPA restarting under a supervisor
+        self.session.mount(self.base_url, HTTPAdapter(max_retries=1, pool_maxsize=32))
+
+    def decide_raw(self, policy_input: object) -> object:
+        """The ``result`` OPA returns for this input, unvalidated."""
+        try:
+            response = self.session.post(
+                self.base_url + DECISION_PATH,
+                json={"input": policy_input},
+                timeout=(self.timeouts.connect, self.timeouts.read),
+            )
+        except requests.RequestException as exc:
+            raise PolicyEngineUnavailable(f"OPA at {self.base_url}: {exc}") from exc
+        if response.status_code != 200:
+            raise PolicyEngineUnavailable(
+                f"OPA at {self.base_url} answered {response.status_code}: {response.text[:200]}"
+            )
+        try:
+            body: Any = response.json()
+        except ValueError as exc:
+            raise PolicyEngineUnavailable(f"OPA at {self.base_url} answered non-JSON") from exc
+        if not isinstance(body, dict) or "result" not in body:
+            raise PolicyUndefined(f"OPA at {self.base_url} returned no result for {DECISION_PATH}")
+        return body["result"]
+
+    def decide(self, policy_input: object) -> Decision:
+        """The typed decision; raises a :class:`PolicyError` subclass when there is none."""
+        result = self.decide_raw(policy_input)
+        try:
+            return Decision.from_json(result)
+        except InvalidDocument as exc:
+            raise PolicyInvalid(exc) from exc
+
+    def healthy(self) -> bool:
+        """Whether OPA answers ``/health`` with 200."""
+        try:
+            response = self.session.get(
+                self.base_url + "/health", timeout=(self.timeouts.connect, self.timeouts.read)
+            )
+        except requests.RequestException:
+            return False
+        return response.status_code == 200
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedOpa:
+    """``opa run --server`` on a free loopback port with a policy directory; a context manager."""
+
+    def __init__(
+        self,
+        policy_dir: Path,
+        *,
+        binary: str | None = None,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 30.0,
+        log_path: Path | None = None,
+    ) -> None:
+        self.policy_dir = policy_dir
+        self.binary = find_opa(binary)
+        self.host = host
+        self.startup_timeout = startup_timeout
+        self.log_path = log_path
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> EmbeddedOpa:
+        if not self.policy_dir.is_dir():
+            raise OpaStartError(f"policy directory {self.policy_dir} does not exist")
+        for _attempt in range(3):  # another process may take the free port before OPA binds it
+            self.port = free_port(self.host)
+            self._process = self._spawn()
+            if self._wait_healthy():
+                return self
+            self.stop()
+        raise OpaStartError(f"opa did not become healthy on {self.host} within {self.startup_timeout}s")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = [
+            self.binary,
+            "run",
+            "--server",
+            "--addr",
+            f"{self.host}:{self.port}",
+            "--log-level",
+            "error",
+            str(self.policy_dir),
+        ]
+        if self.log_path is None:
+            return subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    def _wait_healthy(self) -> bool:
+        client = OpaClient(self.url, timeouts=Timeouts(connect=0.2, read=1.0))
+        deadline = time.monotonic() + self.startup_timeout
+        try:
+            while time.monotonic() < deadline:
+                if self._process is None or self._process.poll() is not None:
+                    return False
+                if client.healthy():
+                    return True
+                time.sleep(0.05)
+            return False
+        finally:
+            client.close()
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """Kill OPA at once, as a crash would."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> EmbeddedOpa:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

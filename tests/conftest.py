@@ -1,0 +1,36 @@
+"""Fixtures that start real components on loopback and tear them down after."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyagent.opa import EmbeddedOpa, OpaClient, default_policy_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def opa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedOpa]:
+    """A real ``opa run --server`` with the project's policy, for the whole session."""
+    log = tmp_path_factory.mktemp("opa") / "opa.log"
+    with EmbeddedOpa(default_policy_dir(), log_path=log) as opa:
+        yield opa
+
+
+@pytest.fixture(scope="session")
+def opa(opa_server: EmbeddedOpa) -> Iterator[OpaClient]:
+    client = OpaClient(opa_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def example_input() -> dict[str, Any]:
+    """DESIGN.md's example policy input (level 4 with the shipped qualifications)."""
+    loaded: dict[str, Any] = json.loads((ROOT / "examples" / "input.json").read_text())
+    return loaded
