@@ -71,7 +71,7 @@ docs-check: ## fail when the README's trigger table is stale
 	python3 scripts/trigger_table.py $(TOOLS)/inspect.json README.md --check
 
 bench-policy: tools ## opa bench on the decision for DESIGN.md's example input
-	opa bench --data rego --input examples/input.json --count 20000 'data.escalation.decision'
+	python3 bench/policy_bench.py
 
 clean: ## remove built tools, the virtualenv and caches
 	rm -rf $(TOOLS) $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -176,3 +176,9 @@ test_long_values_are_cut_in_messages if {
 	shown := substring(json.marshal(numbers.range(1, 1000)), 0, 80)
 	t.message == sprintf("alert.name must be a non-empty string, got %s", [shown])
 }
+
+test_namespaces_with_a_non_string_is_context_missing if {
+	doc := with_value("/blast_radius/namespaces", ["shop", 5])
+	d := data.escalation.decision with input as doc
+	names_field(d, "/blast_radius/namespaces", `blast_radius.namespaces must be a non-empty list of strings, got ["shop",5]`)
+}
