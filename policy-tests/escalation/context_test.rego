@@ -180,5 +180,6 @@ test_long_values_are_cut_in_messages if {
 test_namespaces_with_a_non_string_is_context_missing if {
 	doc := with_value("/blast_radius/namespaces", ["shop", 5])
 	d := data.escalation.decision with input as doc
-	names_field(d, "/blast_radius/namespaces", `blast_radius.namespaces must be a non-empty list of strings, got ["shop",5]`)
+	message := `blast_radius.namespaces must be a non-empty list of strings, got ["shop",5]`
+	names_field(d, "/blast_radius/namespaces", message)
 }
