@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from pyagent import settings as settings_module
+from pyagent.audit import verify
 from pyagent.contract import Decision, validate
 from pyagent.errors import InvalidDocument, PyagentError
 from pyagent.opa import EmbeddedOpa, OpaClient, default_policy_dir
@@ -102,3 +104,59 @@ def decide(
     else:
         json.dump(decision.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
+
+
+@main.command()
+@click.option("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9095).")
+@click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Store, audit log (default ./var)."
+)
+@click.option("--opa-url", help="An OPA to ask; without it, one is started on the policy directory.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--inventory", type=click.Path(dir_okay=False, path_type=Path), help="Inventory YAML file.")
+def serve(
+    listen: str | None,
+    state_dir: Path | None,
+    opa_url: str | None,
+    config_file: Path | None,
+    inventory: Path | None,
+) -> None:
+    """Serve the Alertmanager webhook: POST /webhook/alertmanager, GET /healthz, GET /metrics."""
+    import os  # noqa: PLC0415 - the environment is read here, once, not at import
+
+    from waitress import serve as waitress_serve  # noqa: PLC0415
+
+    from pyagent.app import running_agent  # noqa: PLC0415
+    from pyagent.server import WebhookApp  # noqa: PLC0415
+
+    flags = {"listen": listen, "state_dir": state_dir, "opa_url": opa_url, "inventory": inventory}
+    try:
+        settings = settings_module.load(config_file, os.environ, {k: v for k, v in flags.items() if v})
+        with running_agent(settings) as running:
+            app = WebhookApp(running.agent, settings.webhook_token, settings.max_body_bytes)
+            click.echo(f"pyagent serving on http://{settings.listen} (OPA {running.opa_url})", err=True)
+            waitress_serve(
+                app,
+                host=settings.host,
+                port=settings.port,
+                threads=8,
+                max_request_body_size=settings.max_body_bytes + 1,
+                ident="pyagent",
+            )
+    except PyagentError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def audit_verify(path: Path) -> None:
+    """Recompute the chain of the audit log at PATH; exit 1 naming the first bad seq."""
+    result = verify(path)
+    if not result.ok:
+        raise click.ClickException(f"{path}: chain broken at seq {result.first_bad_seq}: {result.reason}")
+    click.echo(f"{path}: {result.records} records, chain intact")

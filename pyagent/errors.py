@@ -63,3 +63,27 @@ class PolicyInvalid(PolicyError):
 
 class OpaStartError(PyagentError):
     """The embedded OPA could not be started. Not retryable without fixing the cause named."""
+
+
+class StoreUnavailable(PyagentError):
+    """The store could not write or read. Safe to retry; the webhook answers 503 so Alertmanager does."""
+
+
+class HistoryError(PyagentError):
+    """The incident history database refused a read or write (unreadable, locked, corrupt, or a value
+    its constraints reject). Nothing was written; safe to retry once the database is fixed.
+    """
+
+
+class AuditChainBroken(PyagentError):
+    """The audit log at ``path`` fails verification at record ``seq`` for ``reason``.
+
+    Nothing more is appended after a broken chain. Not retryable: an operator must
+    inspect the log (``pyagent.audit.verify``) and move it aside or restore it.
+    """
+
+    def __init__(self, path: str, seq: int, reason: str) -> None:
+        super().__init__(f"audit log {path} is broken at seq {seq}: {reason}")
+        self.path = path
+        self.seq = seq
+        self.reason = reason

@@ -1,0 +1,66 @@
+"""Assemble the agent from settings: the one place that builds stores, sources and channels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from pyagent.agent import Agent, Sources
+from pyagent.audit import AuditLog, SplunkForwarder
+from pyagent.dispatch import Hands
+from pyagent.executors.dryrun import DryRunExecutor
+from pyagent.metrics import Metrics
+from pyagent.notifiers.console import ConsoleNotifier
+from pyagent.opa import EmbeddedOpa, OpaClient
+from pyagent.settings import Settings
+from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser
+from pyagent.sources.guardrails import FileGuardrails
+from pyagent.sources.history_sqlite import HistorySQLite
+from pyagent.sources.inventory_file import InventoryFile
+from pyagent.store import Store
+
+
+@dataclass(frozen=True)
+class Running:
+    agent: Agent
+    opa_url: str
+
+
+@contextmanager
+def running_agent(settings: Settings) -> Iterator[Running]:
+    """The agent with its OPA (started here unless ``opa_url`` is set), stores and workers."""
+    with ExitStack() as stack:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        opa_url = settings.opa_url
+        if not opa_url:
+            opa = stack.enter_context(
+                EmbeddedOpa(
+                    settings.policy_dir, binary=settings.opa_binary, log_path=settings.state_dir / "opa.log"
+                )
+            )
+            opa_url = opa.url
+        client = OpaClient(opa_url)
+        stack.callback(client.close)
+        forwarder = None
+        if settings.splunk_url and settings.splunk_token:
+            forwarder = SplunkForwarder(settings.splunk_url, settings.splunk_token)
+            stack.callback(forwarder.close)
+        audit = AuditLog(settings.state_dir / "audit.jsonl", settings.instance, forwarder=forwarder)
+        stack.callback(audit.close)
+        store = Store(settings.state_dir / "agent.db")
+        stack.callback(store.close)
+        history = HistorySQLite(settings.state_dir / "history.db")
+        catalog = ActionCatalog.load(settings.policy_dir / "escalation" / "policy.json")
+        sources = Sources(
+            inventory=InventoryFile(settings.inventory),
+            history=history,
+            diagnoser=CatalogDiagnoser(),
+            guardrails=FileGuardrails(settings.kill_switch_path, history, 3600, settings.kill_switch),
+            catalog=catalog,
+        )
+        hands = Hands(DryRunExecutor(), ConsoleNotifier(), store, audit)
+        agent = Agent(store, audit, client, sources, hands, Metrics(), workers=settings.workers)
+        agent.start()
+        stack.callback(agent.stop)
+        yield Running(agent, opa_url)

@@ -1,0 +1,409 @@
+"""The tamper-evident audit trail: a hash-chained JSON-lines file, its verifier, and Splunk forwarding.
+
+Each line is one record whose ``hash`` is the SHA-256 of its canonical JSON without
+``hash``, and whose ``prev_hash`` is the previous record's ``hash``. Editing, deleting,
+reordering or truncating a record breaks the chain at that record; deleting records
+from the end cannot be seen in the file alone, which is one reason to forward them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from http import HTTPStatus
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+from pyagent.errors import AuditChainBroken
+
+GENESIS_HASH = "0" * 64
+RESERVED_KEYS = frozenset({"seq", "ts", "instance", "kind", "prev_hash", "hash"})
+
+_log = logging.getLogger(__name__)
+
+
+def canonical_json(obj: object) -> bytes:
+    """The bytes a record is hashed (and written) as: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the canonical JSON of ``record`` without its ``hash`` key."""
+    unsealed = {key: value for key, value in record.items() if key != "hash"}
+    return hashlib.sha256(canonical_json(unsealed)).hexdigest()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """``moment`` as RFC 3339 UTC with microseconds (``2024-05-01T12:00:00.000000Z``)."""
+    if moment.utcoffset() is None:
+        raise ValueError(f"audit clock returned a naive datetime: {moment!r}")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One durable record: its ``seq``, its ``hash``, and ``as_dict()`` for a copy of all its keys."""
+
+    seq: int
+    hash: str
+    line: str
+
+    def as_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = json.loads(self.line)
+        return record
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Whether a log's chain holds; ``records`` verified before any break, and where and why it broke."""
+
+    ok: bool
+    records: int
+    first_bad_seq: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Break:
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Walk:
+    records: int
+    last_hash: str
+    broken: _Break | None
+
+
+def _parse_line(raw: bytes, seq: int) -> dict[str, Any] | _Break:
+    """The JSON object on a line that should hold record ``seq``, or why it does not."""
+    if not raw.endswith(b"\n"):
+        return _Break(seq, f"line {seq}: truncated (no trailing newline)")
+    try:
+        record: object = json.loads(raw)
+    except ValueError:
+        return _Break(seq, f"line {seq}: not valid JSON")
+    if not isinstance(record, dict):
+        return _Break(seq, f"line {seq}: not a JSON object")
+    return record
+
+
+def _seal_problem(record: Mapping[str, Any], raw: bytes) -> str | None:
+    """Why ``record`` does not match its own ``hash`` or its line, or None when it does."""
+    try:
+        expected = record_hash(record)
+    except (TypeError, ValueError):
+        return "cannot be canonicalised"
+    if record.get("hash") != expected:
+        return "hash mismatch: the record was altered"
+    if raw != canonical_json(record) + b"\n":
+        return "line is not in canonical form"
+    return None
+
+
+def _link(record: Mapping[str, Any], raw: bytes, seq: int, prev_hash: str) -> str | _Break:
+    """The hash of ``record`` when it continues the chain as record ``seq``, else where it breaks."""
+    found = record.get("seq")
+    if not isinstance(found, int) or isinstance(found, bool):
+        return _Break(seq, f"line {seq}: record has no integer seq")
+    if found != seq:
+        return _Break(found, f"line {seq}: seq {found} where {seq} was expected (deleted or reordered)")
+    if record.get("prev_hash") != prev_hash:
+        return _Break(seq, f"line {seq}: prev_hash does not match the previous record's hash")
+    problem = _seal_problem(record, raw)
+    if problem is not None:
+        return _Break(seq, f"line {seq}: {problem}")
+    return str(record["hash"])
+
+
+def _walk(path: Path) -> _Walk:
+    """Follow the chain in ``path`` from the first line to the first break or the end."""
+    records, prev_hash = 0, GENESIS_HASH
+    with path.open("rb") as lines:
+        for raw in lines:
+            parsed = _parse_line(raw, records + 1)
+            outcome = parsed if isinstance(parsed, _Break) else _link(parsed, raw, records + 1, prev_hash)
+            if isinstance(outcome, _Break):
+                return _Walk(records, prev_hash, outcome)
+            records, prev_hash = records + 1, outcome
+    return _Walk(records, prev_hash, None)
+
+
+def verify(path: Path) -> VerifyResult:
+    """Recompute the whole chain in ``path`` and name the first record that breaks it."""
+    if not path.is_file():
+        return VerifyResult(ok=False, records=0, first_bad_seq=None, reason=f"no audit log at {path}")
+    walk = _walk(path)
+    if walk.broken is not None:
+        return VerifyResult(False, walk.records, walk.broken.seq, walk.broken.reason)
+    return VerifyResult(ok=True, records=walk.records, first_bad_seq=None, reason="chain intact")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a newly created file's directory entry durable."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class AuditLog:
+    """Appends hash-chained records to one JSON-lines file; safe to share between threads.
+
+    ``append`` returns only once the record is on disk, so act after it returns. Opening
+    a log that fails verification raises :class:`AuditChainBroken`. One writing process
+    per file. ``close`` closes the file; the forwarder, if any, stays the caller's to close.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        instance: str,
+        clock: Callable[[], datetime] = utc_now,
+        forwarder: SplunkForwarder | None = None,
+    ) -> None:
+        self.path = path
+        self.instance = instance
+        self._clock = clock
+        self._forwarder = forwarder
+        self._lock = threading.Lock()
+        self._failure: str | None = None
+        created = not path.exists()
+        self._seq, self._prev_hash = self._resume(path)
+        self._file = path.open("ab")
+        if created:
+            _fsync_directory(path.parent)
+
+    @staticmethod
+    def _resume(path: Path) -> tuple[int, str]:
+        """The last seq and hash in an existing, verified log (0 and the genesis hash if none)."""
+        if not path.exists():
+            return 0, GENESIS_HASH
+        walk = _walk(path)
+        if walk.broken is not None:
+            raise AuditChainBroken(str(path), walk.broken.seq, walk.broken.reason)
+        return walk.records, walk.last_hash
+
+    def append(self, kind: str, fields: Mapping[str, Any]) -> AuditRecord:
+        """Write one record of ``kind`` with ``fields``, durably, and hand it to the forwarder."""
+        clash = RESERVED_KEYS.intersection(fields)
+        if clash:
+            raise ValueError(f"audit fields may not use reserved keys: {sorted(clash)}")
+        with self._lock:
+            if self._failure is not None:
+                raise AuditChainBroken(str(self.path), self._seq + 1, self._failure)
+            record = dict(fields)
+            record.update(
+                seq=self._seq + 1,
+                ts=rfc3339(self._clock()),
+                instance=self.instance,
+                kind=kind,
+                prev_hash=self._prev_hash,
+            )
+            record["hash"] = record_hash(record)
+            line = canonical_json(record)
+            self._write(line + b"\n", record["seq"])
+            self._seq, self._prev_hash = record["seq"], record["hash"]
+            if self._forwarder is not None:
+                self._forwarder.submit(record)
+        return AuditRecord(seq=record["seq"], hash=record["hash"], line=line.decode("utf-8"))
+
+    def _write(self, data: bytes, seq: int) -> None:
+        """Write, flush and fsync; after a failure the file's state is unknown, so refuse more."""
+        try:
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self._failure = f"writing seq {seq} failed ({exc}); reopen the log to verify it"
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Outcome(Enum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+class SplunkForwarder:
+    """Sends audit records to a Splunk HTTP Event Collector from a daemon thread, in batches.
+
+    ``submit`` never blocks: a full queue counts the record in ``dropped`` (the local log
+    stays the record of truth). ``sent`` and ``failed`` count events delivered or given
+    up on. ``flush`` waits for the queue to drain; ``close`` flushes and stops the thread.
+    """
+
+    def __init__(  # noqa: PLR0913 - each setting is one documented HEC or delivery knob
+        self,
+        url: str,
+        token: str,
+        *,
+        session: requests.Session | None = None,
+        index: str | None = None,
+        source: str = "pyagent",
+        host: str | None = None,
+        batch_size: int = 50,
+        queue_size: int = 10000,
+        timeout: float = 2.0,
+        max_attempts: int = 5,
+        backoff: float = 0.2,
+    ) -> None:
+        if min(batch_size, queue_size, max_attempts) < 1:
+            raise ValueError("batch_size, queue_size and max_attempts must be at least 1")
+        self.url = url
+        self.index = index
+        self.source = source
+        self.host = host or socket.gethostname()
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.sent = self.failed = self.dropped = 0
+        self._headers = {"Authorization": f"Splunk {token}", "Content-Type": "application/json"}
+        self._owns_session = session is None
+        self._session = session or requests.Session()
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
+        self._pending = 0
+        self._settled = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="splunk-forwarder", daemon=True)
+        self._thread.start()
+
+    def _event(self, record: Mapping[str, Any]) -> str:
+        """The HEC event envelope for ``record``, as JSON."""
+        envelope: dict[str, Any] = {
+            "time": datetime.fromisoformat(str(record["ts"])).timestamp(),
+            "host": self.host,
+            "source": self.source,
+            "sourcetype": "_json",
+            "event": dict(record),
+        }
+        if self.index is not None:
+            envelope["index"] = self.index
+        return json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
+
+    def submit(self, record: Mapping[str, Any]) -> None:
+        """Queue ``record`` for sending without blocking; count it in ``dropped`` if there is no room."""
+        event = self._event(record)
+        with self._settled:
+            if self._stop.is_set():
+                self.dropped += 1
+                return
+            try:
+                self._queue.put_nowait(event)
+            except queue.Full:
+                self.dropped += 1
+                return
+            self._pending += 1
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every queued record is sent or failed."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush for up to ``timeout`` seconds, then stop the thread; later submits are dropped."""
+        self.flush(timeout)
+        self._stop.set()
+        with contextlib.suppress(queue.Full):  # a full queue means a busy worker, which sees the flag
+            self._queue.put_nowait(None)
+        self._thread.join(timeout)
+        if self._queue.qsize():
+            _log.warning("splunk forwarder closed with %d events unsent", self._queue.qsize())
+        if self._owns_session:
+            self._session.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            if batch:
+                self._settle(len(batch), self._deliver("".join(batch).encode("utf-8")))
+
+    def _take_batch(self) -> list[str]:
+        """Up to ``batch_size`` queued events, waiting for the first; empty when told to stop."""
+        first = self._queue.get()
+        if first is None:
+            return []
+        batch = [first]
+        while len(batch) < self.batch_size:
+            try:
+                event = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if event is None:
+                break
+            batch.append(event)
+        return batch
+
+    def _deliver(self, body: bytes) -> _Outcome:
+        """POST ``body``, retrying busy answers and connection errors with doubling backoff."""
+        delay = self.backoff
+        for attempt in range(1, self.max_attempts + 1):
+            outcome = self._post(body)
+            if outcome is not _Outcome.RETRY:
+                return outcome
+            if attempt == self.max_attempts or self._stop.wait(delay):
+                break
+            delay *= 2
+        return _Outcome.FAILED
+
+    def _post(self, body: bytes) -> _Outcome:
+        """One POST to the collector, classified as sent, worth retrying, or failed."""
+        try:
+            response = self._session.post(self.url, data=body, headers=self._headers, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            _log.warning("splunk HEC at %s unreachable: %s", self.url, exc)
+            return _Outcome.RETRY
+        except requests.RequestException as exc:
+            _log.warning("splunk HEC request to %s failed: %s", self.url, exc)
+            return _Outcome.FAILED
+        status = response.status_code
+        if HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES:
+            return _Outcome.SENT
+        _log.warning("splunk HEC answered %d: %s", status, response.text[:200])
+        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            return _Outcome.RETRY
+        return _Outcome.FAILED
+
+    def _settle(self, count: int, outcome: _Outcome) -> None:
+        with self._settled:
+            if outcome is _Outcome.SENT:
+                self.sent += count
+            else:
+                self.failed += count
+            self._pending -= count
+            self._settled.notify_all()

@@ -1,0 +1,159 @@
+"""Stage 2, the facts: ask every source about one alert and assemble the policy's input document.
+
+:func:`gather` calls the diagnoser, the history, the inventory and the guardrails,
+each through its protocol in :mod:`pyagent.sources`. A source that raises is
+answered with its worst case and the exception as the reason, so nothing escapes;
+a source that reports problems keeps its (worst-case) answer. Either way the
+problem is listed, prefixed by the source's name, and :attr:`Context.health_ceiling`
+drops to 1: the agent clamps the decision to it after asking OPA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pyagent.alerts import Alert
+from pyagent.sources import (
+    Diagnoser,
+    Diagnosis,
+    GuardrailFacts,
+    GuardrailSource,
+    HistoryFacts,
+    HistorySource,
+    InventoryFacts,
+    InventorySource,
+)
+from pyagent.sources.catalog import ActionCatalog, ActionSpec
+
+HEALTHY_CEILING = 4
+DEGRADED_CEILING = 1
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything the sources said about one alert, and why any of it is a worst case."""
+
+    now: datetime
+    alert: Alert
+    diagnosis: Diagnosis
+    history: HistoryFacts
+    inventory: InventoryFacts
+    guardrails: GuardrailFacts
+    action: ActionSpec
+    problems: tuple[str, ...]
+
+    @property
+    def health_ceiling(self) -> int:
+        """4 when every source was healthy; 1 when any reported a problem."""
+        return DEGRADED_CEILING if self.problems else HEALTHY_CEILING
+
+    @property
+    def pattern_known(self) -> bool:
+        """Known to the catalog, or seen before in incident history."""
+        return self.diagnosis.known or self.history.occurrences > 0
+
+    def policy_input(self) -> dict[str, Any]:
+        """The input document of ``data.escalation.decision`` (DESIGN.md, "The input document")."""
+        alert, diagnosis, history, inventory = self.alert, self.diagnosis, self.history, self.inventory
+        return {
+            "now": self.now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "alert": {
+                "name": alert.name or "unknown",
+                "fingerprint": alert.fingerprint or "unknown",
+                "severity": alert.severity or "none",
+                "labels": dict(alert.labels),
+            },
+            "ai": {
+                "available": diagnosis.available,
+                "confidence": diagnosis.confidence,
+                "false_positive_rate_7d": history.false_positive_rate_7d,
+            },
+            "pattern": {
+                "id": diagnosis.pattern_id,
+                "known": self.pattern_known,
+                "occurrences": history.occurrences,
+                "consistent_outcomes": history.consistent_outcomes,
+                "last_suboptimal_at": history.last_suboptimal_at,
+            },
+            "action": self._action(),
+            "blast_radius": {
+                "services": inventory.services,
+                "namespaces": list(inventory.namespaces),
+                "replica_fraction": inventory.replica_fraction,
+                "traffic_fraction": inventory.traffic_fraction,
+                "shared_infrastructure": inventory.shared_infrastructure,
+                "stateless": inventory.stateless,
+            },
+            "error_budget": {"remaining": inventory.error_budget_remaining},
+            "regulatory": {"regulated": inventory.regulated, "frameworks": list(inventory.frameworks)},
+            "guardrails": {
+                "kill_switch": self.guardrails.kill_switch,
+                "autonomous_actions_in_window": self.guardrails.autonomous_actions_in_window,
+            },
+        }
+
+    def _action(self) -> dict[str, Any]:
+        target = self.inventory.target
+        seconds = self.action.rollback_seconds
+        return {
+            "type": self.action.type,
+            "target": {
+                "kind": target.kind,
+                "namespace": target.namespace,
+                "name": target.name,
+                "environment": target.environment,
+                "hpa_managed": target.hpa_managed,
+            },
+            "idempotent": self.action.idempotent,
+            "reversible": self.action.reversible,
+            "rollback_seconds": int(seconds) if seconds.is_integer() else seconds,
+            "replicas_delta": self.diagnosis.replicas_delta,
+            "production_impact": target.environment == "production",
+        }
+
+
+def _ask(call: Callable[[], T], worst: Callable[[str], T]) -> T:
+    """The source's answer, or its worst case naming the exception it raised."""
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - a failing source is a fact (its worst case), never a crash
+        return worst(f"{type(exc).__name__}: {exc}")
+
+
+def gather(  # noqa: PLR0913, PLR0917 - one argument per source: I/O is passed in
+    alert: Alert,
+    now: datetime,
+    inventory: InventorySource,
+    history: HistorySource,
+    diagnoser: Diagnoser,
+    guardrails: GuardrailSource,
+    catalog: ActionCatalog,
+) -> Context:
+    """Ask every source about ``alert`` at ``now``. Never raises for a source's failure."""
+    diagnosis = _ask(lambda: diagnoser.diagnose(alert), lambda why: Diagnosis.unavailable(alert, why))
+    stats = _ask(
+        lambda: history.stats(diagnosis.pattern_id, diagnosis.action_type, now), HistoryFacts.worst_case
+    )
+    facts = _ask(lambda: inventory.lookup(alert), lambda why: InventoryFacts.worst_case(alert, why))
+    state = _ask(lambda: guardrails.state(now), GuardrailFacts.worst_case)
+    problems = (
+        *(f"diagnosis: {p}" for p in diagnosis.problems),
+        *(f"history: {p}" for p in stats.problems),
+        *(f"inventory: {p}" for p in facts.problems),
+        *(f"guardrails: {p}" for p in state.problems),
+    )
+    return Context(
+        now=now,
+        alert=alert,
+        diagnosis=diagnosis,
+        history=stats,
+        inventory=facts,
+        guardrails=state,
+        action=catalog.spec(diagnosis.action_type),
+        problems=problems,
+    )

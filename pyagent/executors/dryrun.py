@@ -1,0 +1,56 @@
+"""The embedded default: says exactly what it would call, changes nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+from pyagent.executors import ProposedAction, StepResult
+
+log = logging.getLogger("pyagent.executor.dryrun")
+
+DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+
+
+def _call(action: ProposedAction) -> str:
+    """The Kubernetes API call a real executor would make for this action."""
+    path = DEPLOYMENTS.format(namespace=action.namespace, name=action.name)
+    restart = {
+        "spec": {
+            "template": {
+                "metadata": {
+                    "annotations": {"kubectl.kubernetes.io/restartedAt": datetime.now(UTC).isoformat()}
+                }
+            }
+        }
+    }
+    calls = {
+        "rolling_restart": f"PATCH {path} (strategic-merge) {json.dumps(restart)}",
+        "log_pipeline_restart": f"PATCH {path} (strategic-merge) {json.dumps(restart)}",
+        "scale_up": f"PATCH {path}/scale spec.replicas += {action.replicas_delta} (or HPA minReplicas)",
+        "rollback_deployment": f"PATCH {path} spec.template = previous ReplicaSet's template",
+        "increase_memory_limit": f"PATCH {path} spec.template.spec.containers[*].resources.limits.memory",
+        "certificate_rotation": f"PATCH /api/v1/namespaces/{action.namespace}/secrets/{action.name}-tls"
+        " (re-issue)",
+        "drain_node": f"POST /api/v1/nodes/{action.name} cordon + evictions",
+        "restart_container": f"POST /containers/{action.name}/restart",
+    }
+    return calls.get(action.type, f"no call known for action type {action.type!r}")
+
+
+class DryRunExecutor:
+    """Logs the exact call it would make for each step and reports success."""
+
+    def plan(self, action: ProposedAction) -> str:
+        return f"dry-run: {_call(action)}"
+
+    def execute(self, action: ProposedAction) -> StepResult:
+        call = _call(action)
+        log.info("dry-run execute: %s", call)
+        return StepResult(ok=True, detail=f"dry-run: would {call}")
+
+    def verify(self, action: ProposedAction) -> StepResult:
+        return StepResult(
+            ok=True, detail=f"dry-run: nothing changed on {action.kind}/{action.namespace}/{action.name}"
+        )

@@ -1,0 +1,25 @@
+"""The embedded default: the log and the terminal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from typing import Any, TextIO
+
+log = logging.getLogger("pyagent.notify")
+
+
+class ConsoleNotifier:
+    """Writes each notification as one line to a stream (stderr by default) and to the log."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def notify(self, kind: str, summary: str, details: dict[str, Any]) -> None:
+        log.info("%s: %s", kind, summary)
+        with self._lock:
+            self.stream.write(f"[{kind}] {summary} {json.dumps(details, sort_keys=True)}\n")
+            self.stream.flush()

@@ -1,0 +1,84 @@
+"""Stage 3, ask OPA and clamp: the policy decides; Python can only lower the level after it.
+
+Every way OPA can fail gives level 1 with the reason (``policy_engine_unavailable``,
+``policy_undefined``, ``policy_invalid``); a context source that failed caps the level
+at the context's health ceiling, so a policy bug can only lower autonomy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pyagent.contract import LEVEL_NAMES, Approval, Decision, PolicyInfo, Trigger
+from pyagent.errors import PolicyError
+from pyagent.opa import OpaClient
+
+ASSISTED_LOGGING = ("alert", "decision", "context")
+FALLBACK_LEVEL = 1
+
+
+def input_hash(policy_input: object) -> str:
+    """SHA-256 of the canonical JSON of the policy input, recorded with every decision."""
+    canonical = json.dumps(policy_input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision the agent acts on, with how it was reached."""
+
+    decision: Decision
+    input_hash: str
+    fallback: str | None = None  # the PolicyError reason when OPA gave no decision
+    clamped_from: int | None = None  # OPA's level when the clamp lowered it
+
+
+def fallback_decision(reason: str, message: str) -> Decision:
+    """Level 1 for when OPA gave no usable decision: post context, recommend nothing."""
+    return Decision(
+        level=FALLBACK_LEVEL,
+        name=LEVEL_NAMES[FALLBACK_LEVEL],
+        triggers=(Trigger(reason, FALLBACK_LEVEL, message),),
+        execute=False,
+        approval=Approval(required=False, timeout_seconds=600, on_timeout="escalate_to_oncall"),
+        abort_window_seconds=None,
+        change_record_required=True,
+        logging=ASSISTED_LOGGING,
+        policy=PolicyInfo(version="unknown", approvers=(), last_review="", next_review=""),
+    )
+
+
+def clamp(decision: Decision, ceiling: int, trigger: Trigger) -> Decision:
+    """The decision lowered to ``ceiling`` (never raised), with ``trigger`` listed as the reason."""
+    if decision.level <= ceiling:
+        return decision
+    return replace(
+        decision,
+        level=ceiling,
+        name=LEVEL_NAMES[ceiling],
+        triggers=tuple(sorted((*decision.triggers, trigger), key=lambda t: t.ceiling)),
+        execute=ceiling >= 3,
+        approval=replace(decision.approval, required=ceiling == 2),
+        abort_window_seconds=decision.abort_window_seconds if ceiling == 3 else None,
+        logging=ASSISTED_LOGGING if ceiling <= 1 else decision.logging,
+    )
+
+
+def decide(
+    client: OpaClient, policy_input: dict[str, Any], health_ceiling: int, problems: tuple[str, ...]
+) -> Verdict:
+    """Ask OPA, fall back to level 1 when it gives no decision, then apply the context clamp."""
+    digest = input_hash(policy_input)
+    try:
+        decision = client.decide(policy_input)
+    except PolicyError as exc:
+        return Verdict(fallback_decision(exc.reason, str(exc)), digest, fallback=exc.reason)
+    if decision.level <= health_ceiling:
+        return Verdict(decision, digest)
+    reason = Trigger(
+        "context_source_unavailable", health_ceiling, "; ".join(problems) or "a context source failed"
+    )
+    return Verdict(clamp(decision, health_ceiling, reason), digest, clamped_from=decision.level)

@@ -1,0 +1,89 @@
+"""Configuration, loaded once into a frozen object: defaults, then the config file, then
+environment variables, then command-line flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pyagent.errors import ConfigError
+from pyagent.opa import default_policy_dir
+
+ENV_PREFIX = "PYAGENT_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:9095"
+    state_dir: Path = Path("var")
+    opa_url: str | None = None
+    opa_binary: str | None = None
+    policy_dir: Path = field(default_factory=default_policy_dir)
+    webhook_token: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    inventory: Path = Path("examples/inventory.yaml")
+    kill_switch: bool = False
+    kill_switch_file: Path | None = None
+    splunk_url: str | None = None
+    splunk_token: str | None = None
+    workers: int = 4
+    instance: str = field(default_factory=lambda: os.uname().nodename)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0] or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def kill_switch_path(self) -> Path:
+        return self.kill_switch_file or self.state_dir / "kill-switch"
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if "Path" in str(kind):
+            return Path(value) if value is not None else None
+        if "int" in str(kind):
+            return int(value)
+        if "bool" in str(kind):
+            return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}") from exc
+    return value
+
+
+def _apply(settings: Settings, values: Mapping[str, Any], where: str) -> Settings:
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    return replace(settings, **{k: _coerce(k, v) for k, v in values.items() if v is not None})
+
+
+def load(config_file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
+    """Settings from defaults, ``config_file`` (YAML mapping), ``PYAGENT_*`` variables, then flags."""
+    settings = Settings()
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text("utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file}: must be a mapping of setting: value")
+        settings = _apply(settings, {k.replace("-", "_"): v for k, v in loaded.items()}, str(config_file))
+    from_env = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in {f.name for f in fields(Settings)}
+    }
+    settings = _apply(settings, from_env, "environment")
+    return _apply(settings, dict(flags), "command line")

@@ -1,0 +1,176 @@
+"""History source, embedded default: incidents, proposed actions and their outcomes in SQLite.
+
+One connection per call (so any thread may call), WAL journal so readers do not
+block the writer. Times are stored as RFC 3339 UTC text to the second
+(``2026-11-26T12:00:00Z``), which sorts as it compares.
+
+:meth:`HistorySQLite.stats` answers for the policy, counting only what was known at
+``now`` so a decision can be replayed:
+
+- ``occurrences``: incidents of the pattern that started before ``now``;
+- ``consistent_outcomes``: false when any outcome of this pattern and action is not
+  ``success`` (true when none is recorded: ``early_occurrence`` and
+  ``insufficient_history`` already cover that case);
+- ``last_suboptimal_at``: the latest ``verification_failed``, ``aborted``,
+  ``rolled_back`` or ``error`` outcome of this pattern and action;
+- ``false_positive_rate_7d``: ``false_positive`` outcomes over all outcomes, of any
+  pattern, recorded in the 7 days before ``now`` (0.0 when there are none).
+
+A database error there gives :meth:`HistoryFacts.worst_case`; the recording methods
+raise :class:`pyagent.errors.HistoryError`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from pyagent.errors import HistoryError
+from pyagent.sources import HistoryFacts
+
+OutcomeKind = Literal["success", "verification_failed", "aborted", "rolled_back", "error", "false_positive"]
+
+SUBOPTIMAL = ("verification_failed", "aborted", "rolled_back", "error")
+AUTONOMOUS_MIN_LEVEL = 3
+FALSE_POSITIVE_WINDOW = timedelta(days=7)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    pattern_id TEXT NOT NULL,
+    alert_name TEXT NOT NULL,
+    started_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_by_pattern ON incidents (pattern_id, started_at);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    action_type TEXT NOT NULL,
+    decided_level INTEGER NOT NULL CHECK (decided_level BETWEEN 0 AND 4),
+    executed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_by_execution ON actions (executed_at);
+CREATE TABLE IF NOT EXISTS outcomes (
+    action_id INTEGER NOT NULL REFERENCES actions (id),
+    outcome TEXT NOT NULL CHECK (outcome IN
+        ('success', 'verification_failed', 'aborted', 'rolled_back', 'error', 'false_positive')),
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_by_time ON outcomes (recorded_at);
+"""
+
+_OUTCOMES_OF = """
+SELECT o.outcome, o.recorded_at FROM outcomes o
+JOIN actions a ON a.id = o.action_id
+JOIN incidents i ON i.id = a.incident_id
+WHERE i.pattern_id = ? AND a.action_type = ? AND o.recorded_at <= ?
+"""
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2026-11-26T12:00:00Z`` for an aware datetime. Raises ``ValueError`` for a naive one."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: pass a timezone-aware one")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class HistorySQLite:
+    """:class:`pyagent.sources.HistorySource` backed by a SQLite file, plus the writes that fill it."""
+
+    def __init__(self, path: Path, timeout_seconds: float = 5.0) -> None:
+        self._path = path
+        self._timeout = timeout_seconds
+        self._lock = threading.Lock()
+        self._ready = False
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in a transaction, committed on success; the schema is created on first use."""
+        with closing(sqlite3.connect(self._path, timeout=self._timeout)) as conn:
+            conn.execute("PRAGMA foreign_keys = ON")
+            with self._lock:
+                if not self._ready:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.executescript(_SCHEMA)
+                    self._ready = True
+            with conn:
+                yield conn
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+        try:
+            with self._connect() as conn:
+                row_id = conn.execute(sql, params).lastrowid
+        except sqlite3.Error as exc:
+            raise HistoryError(f"history {self._path}: {exc}") from exc
+        return row_id or 0
+
+    def record_incident(
+        self, fingerprint: str, pattern_id: str, alert_name: str, started_at: datetime
+    ) -> int:
+        """Record an incident; returns its id."""
+        return self._write(
+            "INSERT INTO incidents (fingerprint, pattern_id, alert_name, started_at) VALUES (?, ?, ?, ?)",
+            (fingerprint, pattern_id, alert_name, rfc3339(started_at)),
+        )
+
+    def record_action(
+        self, incident_id: int, action_type: str, decided_level: int, executed_at: datetime | None = None
+    ) -> int:
+        """Record an action proposed for an incident, with the level decided; returns its id."""
+        executed = None if executed_at is None else rfc3339(executed_at)
+        return self._write(
+            "INSERT INTO actions (incident_id, action_type, decided_level, executed_at) VALUES (?, ?, ?, ?)",
+            (incident_id, action_type, decided_level, executed),
+        )
+
+    def record_outcome(self, action_id: int, outcome: OutcomeKind, recorded_at: datetime) -> None:
+        """Record how an action ended."""
+        self._write(
+            "INSERT INTO outcomes (action_id, outcome, recorded_at) VALUES (?, ?, ?)",
+            (action_id, outcome, rfc3339(recorded_at)),
+        )
+
+    def stats(self, pattern_id: str, action_type: str, now: datetime) -> HistoryFacts:
+        at = rfc3339(now)
+        since = rfc3339(now - FALSE_POSITIVE_WINDOW)
+        try:
+            with self._connect() as conn:
+                (occurrences,) = conn.execute(
+                    "SELECT COUNT(*) FROM incidents WHERE pattern_id = ? AND started_at < ?", (pattern_id, at)
+                ).fetchone()
+                outcomes = conn.execute(_OUTCOMES_OF, (pattern_id, action_type, at)).fetchall()
+                total, false_positives = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(outcome = 'false_positive'), 0) FROM outcomes"
+                    " WHERE recorded_at > ? AND recorded_at <= ?",
+                    (since, at),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            return HistoryFacts.worst_case(f"history {self._path}: {exc}")
+        suboptimal = [recorded for outcome, recorded in outcomes if outcome in SUBOPTIMAL]
+        return HistoryFacts(
+            occurrences=occurrences,
+            consistent_outcomes=all(outcome == "success" for outcome, _ in outcomes),
+            last_suboptimal_at=max(suboptimal, default=None),
+            false_positive_rate_7d=false_positives / total if total else 0.0,
+        )
+
+    def count_autonomous_actions(self, since: datetime) -> int:
+        """Actions decided at level 3 or 4 and executed at or after ``since``.
+
+        Raises :class:`HistoryError` when the database cannot be read.
+        """
+        try:
+            with self._connect() as conn:
+                (count,) = conn.execute(
+                    "SELECT COUNT(*) FROM actions WHERE decided_level >= ? AND executed_at >= ?",
+                    (AUTONOMOUS_MIN_LEVEL, rfc3339(since)),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise HistoryError(f"history {self._path}: {exc}") from exc
+        return int(count)
