@@ -15,7 +15,7 @@ INPUT_SCHEMA := pyagent/schemas/input.schema.json
 COVERAGE_MIN := 95
 PYTHON ?= python3
 
-.PHONY: help setup tools venv run test lint policy-test coverage pytest docs docs-check bench-policy clean
+.PHONY: help setup tools venv run serve test lint policy-test coverage pytest docs docs-check bench-policy clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ $(VENV)/.installed: pyproject.toml
 
 run: setup ## set up, then decide DESIGN.md's example input with an OPA started here
 	pyagent decide examples/input.json --explain
+
+serve: setup ## set up, then serve the Alertmanager webhook on 127.0.0.1:9095 with its own OPA
+	pyagent serve --inventory examples/inventory.yaml
 
 test: setup lint policy-test coverage pytest docs-check ## set up, then run every gate and test
 
