@@ -98,17 +98,19 @@ def parse_webhook(body: bytes) -> Delivery:
     payload = cast(dict[str, Any], raw)
     truncated = int(payload.get("truncatedAlerts", 0))
     alerts = tuple(
-        Alert(
-            group_key=payload["groupKey"],
-            fingerprint=a["fingerprint"],
-            status=a["status"],
-            starts_at=a["startsAt"],
-            ends_at=a["endsAt"],
-            labels=_labels(a["labels"]),
-            annotations=_labels(a["annotations"]),
-            generator_url=a.get("generatorURL", ""),
-            receiver=payload["receiver"],
-            truncated_alerts=truncated,
+        Alert.from_json(
+            {
+                "group_key": payload["groupKey"],
+                "fingerprint": a["fingerprint"],
+                "status": a["status"],
+                "starts_at": a["startsAt"],
+                "ends_at": a["endsAt"],
+                "labels": a["labels"],
+                "annotations": a["annotations"],
+                "generator_url": a.get("generatorURL", ""),
+                "receiver": payload["receiver"],
+                "truncated_alerts": truncated,
+            }
         )
         for a in payload["alerts"]
     )
