@@ -13,18 +13,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
 from pyagent.context import Context, gather
 from pyagent.dispatch import Case, Hands, dispatch
+from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict, decide
 from pyagent.sources import Diagnoser, GuardrailSource, InventorySource
 from pyagent.sources.catalog import ActionCatalog
-from pyagent.sources.history_sqlite import HistorySQLite
+from pyagent.sources.history_sqlite import HistorySQLite, OutcomeKind
 from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
@@ -143,20 +145,26 @@ class Agent:
             self.sources.catalog,
         )
         incident_id, opened = self.store.open_incident(alert)
-        verdict = self._decide(context, stored)
+        verdict = self._decide(context)
         decision_id = self.store.record_decision(
             stored, incident_id, verdict.decision.to_json(), verdict.input_hash
         )
         if decision_id is None:
             return  # decided by another worker already
         self._audit_decision(stored, context, verdict, decision_id)
-        if opened:
-            self.sources.history.record_incident(
-                alert.fingerprint, context.diagnosis.pattern_id, alert.name, context.now
-            )
+        history_problem = None
+        try:
+            if opened:
+                self.sources.history.record_incident(
+                    alert.fingerprint, context.diagnosis.pattern_id, alert.name, context.now
+                )
+        except HistoryError as exc:
+            history_problem = str(exc)
         action = ProposedAction.from_policy_input(context.policy_input())
         case = Case(alert, decision_id, verdict, action, context.diagnosis.summary)
         outcome = dispatch(case, self.hands)
+        if outcome in EXECUTED:
+            history_problem = self._remember(alert.fingerprint, action, verdict, outcome, context.now)
         self.audit.append(
             "outcome",
             {
@@ -164,18 +172,30 @@ class Agent:
                 "fingerprint": alert.fingerprint,
                 "outcome": outcome,
                 "level": verdict.decision.level,
+                "history_problem": history_problem,
             },
         )
 
-    def _decide(self, context: Context, stored: StoredAlert) -> Verdict:
-        problems = context.problems
-        ceiling = context.health_ceiling
-        if stored.alert.truncated_alerts > 0:
-            problems = (
-                *problems,
-                f"alertmanager: {stored.alert.truncated_alerts} alerts of the group were truncated",
-            )
-            ceiling = min(ceiling, 1)
+    def _remember(
+        self, fingerprint: str, action: ProposedAction, verdict: Verdict, outcome: str, now: datetime
+    ) -> str | None:
+        """Record an executed action in history: it counts toward the autonomous rate limit, and
+        its outcome (unless the executor only simulated it) toward consistency. Returns a problem."""
+        history = self.sources.history
+        try:
+            incident_id = history.latest_incident(fingerprint)
+            if incident_id is None:
+                return f"history: no incident recorded for {fingerprint}; action not recorded"
+            action_id = history.record_action(incident_id, action.type, verdict.decision.level, now)
+            if not self.hands.executor.simulated:
+                history.record_outcome(action_id, cast("OutcomeKind", outcome), now)
+        except HistoryError as exc:
+            self.metrics.errors.labels("history").inc()
+            return str(exc)
+        return None
+
+    def _decide(self, context: Context) -> Verdict:
+        problems, ceiling = context.problems, context.health_ceiling
         started = time.perf_counter()
         verdict = decide(self.opa, context.policy_input(), ceiling, problems)
         self.metrics.opa_latency.observe(time.perf_counter() - started)

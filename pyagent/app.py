@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyagent.agent import Agent, Sources
 from pyagent.audit import AuditLog, SplunkForwarder
@@ -14,7 +15,7 @@ from pyagent.metrics import Metrics
 from pyagent.notifiers.console import ConsoleNotifier
 from pyagent.opa import EmbeddedOpa, OpaClient
 from pyagent.settings import Settings
-from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser
+from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser, rate_limit_window
 from pyagent.sources.guardrails import FileGuardrails
 from pyagent.sources.history_sqlite import HistorySQLite
 from pyagent.sources.inventory_file import InventoryFile
@@ -25,6 +26,33 @@ from pyagent.store import Store
 class Running:
     agent: Agent
     opa_url: str
+
+
+def build_sources(settings: Settings, history_path: Path) -> Sources:
+    """The context sources the settings choose, with history in ``history_path``."""
+    history = HistorySQLite(history_path)
+    data = settings.policy_dir / "escalation" / "policy.json"
+    window = rate_limit_window(data)
+    catalog = ActionCatalog.load(data)
+    return Sources(
+        inventory=InventoryFile(settings.inventory),
+        history=history,
+        diagnoser=CatalogDiagnoser(),
+        guardrails=FileGuardrails(settings.kill_switch_path, history, window, settings.kill_switch),
+        catalog=catalog,
+    )
+
+
+@contextmanager
+def policy_client(settings: Settings) -> Iterator[OpaClient]:
+    """A client for ``settings.opa_url``, or for an OPA started here on the policy directory."""
+    with ExitStack() as stack:
+        url = settings.opa_url
+        if not url:
+            url = stack.enter_context(EmbeddedOpa(settings.policy_dir, binary=settings.opa_binary)).url
+        client = OpaClient(url)
+        stack.callback(client.close)
+        yield client
 
 
 @contextmanager
@@ -50,15 +78,7 @@ def running_agent(settings: Settings) -> Iterator[Running]:
         stack.callback(audit.close)
         store = Store(settings.state_dir / "agent.db")
         stack.callback(store.close)
-        history = HistorySQLite(settings.state_dir / "history.db")
-        catalog = ActionCatalog.load(settings.policy_dir / "escalation" / "policy.json")
-        sources = Sources(
-            inventory=InventoryFile(settings.inventory),
-            history=history,
-            diagnoser=CatalogDiagnoser(),
-            guardrails=FileGuardrails(settings.kill_switch_path, history, 3600, settings.kill_switch),
-            catalog=catalog,
-        )
+        sources = build_sources(settings, settings.state_dir / "history.db")
         hands = Hands(DryRunExecutor(), ConsoleNotifier(), store, audit)
         agent = Agent(store, audit, client, sources, hands, Metrics(), workers=settings.workers)
         agent.start()

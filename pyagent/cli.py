@@ -4,19 +4,27 @@ the project's errors into one-line messages with a non-zero exit."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pyagent import settings as settings_module
+from pyagent.alerts import parse_webhook
+from pyagent.app import build_sources, policy_client
 from pyagent.audit import verify
 from pyagent.contract import Decision, validate
 from pyagent.errors import InvalidDocument, PyagentError
-from pyagent.opa import EmbeddedOpa, OpaClient, default_policy_dir
+from pyagent.evaluate import Evaluation
+from pyagent.evaluate import evaluate as evaluate_payload
+from pyagent.executors.dryrun import DryRunExecutor
+from pyagent.opa import default_policy_dir
+from pyagent.sources import history_import as history_file
+from pyagent.sources.history_sqlite import HistorySQLite
 
 
 def _load_json(path: Path) -> Any:
@@ -26,22 +34,15 @@ def _load_json(path: Path) -> Any:
         raise click.ClickException(f"{path}: {exc}") from exc
 
 
-@contextmanager
-def _opa_client(opa_url: str | None, opa_binary: str | None, policy_dir: Path) -> Iterator[OpaClient]:
-    """A client for ``opa_url``, or for an OPA started here on the policy directory."""
-    if opa_url:
-        client = OpaClient(opa_url)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    with EmbeddedOpa(policy_dir, binary=opa_binary) as opa:
-        client = OpaClient(opa.url)
-        try:
-            yield client
-        finally:
-            client.close()
+def _settings(config_file: Path | None, **flags: Any) -> settings_module.Settings:
+    """Settings from defaults, the config file, ``PYAGENT_*`` variables and the flags given."""
+    import os  # noqa: PLC0415 - the environment is read here, once, not at import
+
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        return settings_module.load(config_file, os.environ, given)
+    except PyagentError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def explain(decision: Decision) -> str:
@@ -94,8 +95,9 @@ def decide(
         validate("input", policy_input)
     except InvalidDocument as problem:
         click.echo(f"warning: {problem}; the policy will fire context_missing", err=True)
+    settings = _settings(None, opa_url=opa_url, opa_binary=opa_binary, policy_dir=policy_dir)
     try:
-        with _opa_client(opa_url, opa_binary, policy_dir) as client:
+        with policy_client(settings) as client:
             decision = client.decide(policy_input)
     except PyagentError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -122,16 +124,16 @@ def serve(
     inventory: Path | None,
 ) -> None:
     """Serve the Alertmanager webhook: POST /webhook/alertmanager, GET /healthz, GET /metrics."""
-    import os  # noqa: PLC0415 - the environment is read here, once, not at import
-
     from waitress import serve as waitress_serve  # noqa: PLC0415
 
     from pyagent.app import running_agent  # noqa: PLC0415
     from pyagent.server import WebhookApp  # noqa: PLC0415
 
-    flags = {"listen": listen, "state_dir": state_dir, "opa_url": opa_url, "inventory": inventory}
+    settings = _settings(
+        config_file, listen=listen, state_dir=state_dir, opa_url=opa_url, inventory=inventory
+    )
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # unwind: drain workers, stop the embedded OPA
     try:
-        settings = settings_module.load(config_file, os.environ, {k: v for k, v in flags.items() if v})
         with running_agent(settings) as running:
             app = WebhookApp(running.agent, settings.webhook_token, settings.max_body_bytes)
             click.echo(f"pyagent serving on http://{settings.listen} (OPA {running.opa_url})", err=True)
@@ -147,6 +149,10 @@ def serve(
         raise click.ClickException(str(exc)) from exc
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @main.group()
 def audit() -> None:
     """The hash-chained audit log."""
@@ -160,3 +166,105 @@ def audit_verify(path: Path) -> None:
     if not result.ok:
         raise click.ClickException(f"{path}: chain broken at seq {result.first_bad_seq}: {result.reason}")
     click.echo(f"{path}: {result.records} records, chain intact")
+
+
+@main.command()
+@click.argument("payload_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Whose history to read (default ./var).",
+)
+@click.option("--opa-url", help="An OPA to ask; without it, one is started on the policy directory.")
+@click.option("--inventory", type=click.Path(dir_okay=False, path_type=Path), help="Inventory YAML file.")
+@click.option(
+    "--now",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%z"]),
+    help="Decide as of this time (RFC 3339, default: now), to replay a past alert.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON, with the policy input.")
+def evaluate(  # noqa: PLR0913, PLR0917 - one parameter per option
+    payload_file: Path,
+    config_file: Path | None,
+    state_dir: Path | None,
+    opa_url: str | None,
+    inventory: Path | None,
+    now: datetime | None,
+    as_json: bool,
+) -> None:
+    """Run the pipeline for one Alertmanager webhook PAYLOAD_FILE and print each decision.
+
+    Reads the history in the state directory but records nothing and executes nothing.
+    """
+    settings = _settings(config_file, state_dir=state_dir, opa_url=opa_url, inventory=inventory)
+    try:
+        delivery = parse_webhook(payload_file.read_bytes())
+    except OSError as exc:
+        raise click.ClickException(f"{payload_file}: {exc}") from exc
+    except InvalidDocument as problem:
+        raise click.ClickException(f"{payload_file}: {problem}") from problem
+    moment = (now.replace(tzinfo=UTC) if now.tzinfo is None else now) if now else datetime.now(UTC)
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="pyagent-evaluate-") as scratch,
+            policy_client(settings) as client,
+        ):
+            recorded = settings.state_dir / "history.db"
+            history = recorded if recorded.is_file() else Path(scratch) / "history.db"
+            sources = build_sources(settings, history)
+            evaluations = evaluate_payload(delivery, sources, client, DryRunExecutor(), moment)
+    except PyagentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        json.dump([e.to_json() for e in evaluations], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if not evaluations:
+        click.echo("no firing alerts: a resolved notification closes incidents and decides nothing")
+    for evaluation in evaluations:
+        click.echo(describe(evaluation))
+
+
+def describe(evaluation: Evaluation) -> str:
+    """One alert's evaluation as a person reads it."""
+    alert, verdict = evaluation.alert, evaluation.verdict
+    lines = [f"{alert.name} {alert.fingerprint}: {evaluation.context.diagnosis.summary}"]
+    lines.append(explain(verdict.decision))
+    if verdict.fallback:
+        lines.append(f"OPA gave no decision ({verdict.fallback}): level 1 by the agent's fallback")
+    if verdict.clamped_from is not None:
+        lines.append(f"lowered from level {verdict.clamped_from} because a context source failed")
+    lines.extend(f"context problem: {problem}" for problem in evaluation.context.problems)
+    if evaluation.plan:
+        lines.append(f"plan: {evaluation.plan}")
+    return "\n".join(lines) + "\n"
+
+
+@main.group()
+def history() -> None:
+    """The incident history the policy's pattern facts come from."""
+
+
+@history.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where history.db is (default ./var).",
+)
+def history_import(file: Path, config_file: Path | None, state_dir: Path | None) -> None:
+    """Import past incidents from a YAML FILE (see examples/history.yaml); importing twice adds nothing."""
+    settings = _settings(config_file, state_dir=state_dir)
+    try:
+        incidents = history_file.load(file)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        imported, present = history_file.import_incidents(
+            HistorySQLite(settings.state_dir / "history.db"), incidents
+        )
+    except PyagentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{settings.state_dir / 'history.db'}: {imported} incidents imported, {present} already present"
+    )

@@ -5,7 +5,8 @@ each through its protocol in :mod:`pyagent.sources`. A source that raises is
 answered with its worst case and the exception as the reason, so nothing escapes;
 a source that reports problems keeps its (worst-case) answer. Either way the
 problem is listed, prefixed by the source's name, and :attr:`Context.health_ceiling`
-drops to 1: the agent clamps the decision to it after asking OPA.
+drops to 1: the agent clamps the decision to it after asking OPA. A delivery whose
+group Alertmanager truncated (``truncatedAlerts > 0``) is incomplete context too.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def gather(  # noqa: PLR0913, PLR0917 - one argument per source: I/O is passed i
     )
     facts = _ask(lambda: inventory.lookup(alert), lambda why: InventoryFacts.worst_case(alert, why))
     state = _ask(lambda: guardrails.state(now), GuardrailFacts.worst_case)
+    truncated = alert.truncated_alerts
     problems = (
+        *([f"alertmanager: {truncated} alerts of the group were truncated"] if truncated > 0 else []),
         *(f"diagnosis: {p}" for p in diagnosis.problems),
         *(f"history: {p}" for p in stats.problems),
         *(f"inventory: {p}" for p in facts.problems),

@@ -6,10 +6,13 @@ caller can fall back to level 1 with the reason.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +129,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+PR_SET_PDEATHSIG = 1
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the parent dies, even by SIGKILL,
+    so an embedded OPA never outlives its agent. Resolved at import: the child only calls it."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class EmbeddedOpa:
     """``opa run --server`` on a free loopback port with a policy directory; a context manager."""
 
@@ -174,10 +188,20 @@ class EmbeddedOpa:
         ]
         if self.log_path is None:
             return subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl call, no locks taken
             )
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl call, no locks taken
+            )
 
     def _wait_healthy(self) -> bool:
         client = OpaClient(self.url, timeouts=Timeouts(connect=0.2, read=1.0))

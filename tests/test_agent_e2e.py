@@ -42,7 +42,9 @@ def served(tmp_path: Path, opa_server: EmbeddedOpa) -> Iterator[tuple[str, Runni
 
 
 def _payload() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((ROOT / "examples" / "alert-oom.json").read_text())
+    loaded: dict[str, Any] = json.loads(
+        (ROOT / "examples" / "alerts" / "level-4-oom-restart.json").read_text()
+    )
     return loaded
 
 

@@ -39,6 +39,11 @@ class StepResult:
 
 
 class Executor(Protocol):
+    """Carries out actions. ``simulated`` executors change nothing, so their outcomes are
+    not evidence: the agent keeps them out of the history's outcome record."""
+
+    simulated: bool
+
     def plan(self, action: ProposedAction) -> str: ...
 
     def execute(self, action: ProposedAction) -> StepResult: ...

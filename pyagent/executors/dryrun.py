@@ -42,6 +42,8 @@ def _call(action: ProposedAction) -> str:
 class DryRunExecutor:
     """Logs the exact call it would make for each step and reports success."""
 
+    simulated = True
+
     def plan(self, action: ProposedAction) -> str:
         return f"dry-run: {_call(action)}"
 

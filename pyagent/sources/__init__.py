@@ -10,7 +10,7 @@ a missing or broken backend.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol
@@ -140,6 +140,11 @@ class Diagnosis:
             summary="no diagnosis: the diagnoser failed",
             problems=(problem,),
         )
+
+    @classmethod
+    def untrusted(cls, alert: Alert, reason: str) -> Diagnosis:
+        """No diagnosis by choice (not a failure): the policy sends this to level 0."""
+        return replace(cls.unavailable(alert, reason), summary=f"no diagnosis: {reason}", problems=())
 
 
 @dataclass(frozen=True)

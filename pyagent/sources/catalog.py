@@ -6,6 +6,9 @@ alert carries all of its ``labels`` (``reason=OOMKilled`` on any alert); the fir
 match in order wins. No match is a novel pattern: id ``novel:<alertname>``, action
 ``no_action`` (not in the action catalog, so the policy caps it), confidence 0.0.
 
+**Opting out.** An alert labelled ``escalation_ai="off"`` (set in the alerting rule) gets
+no diagnosis at all: the AI is not trusted with it, and the policy keeps it at level 0.
+
 **Confidence heuristic.** Each pattern has a base confidence. Each evidence label
 adds :data:`EVIDENCE_STEP` (0.05): ``severity`` when it is ``critical`` or
 ``warning``, ``namespace`` and ``container`` when present and non-empty. The sum is
@@ -39,6 +42,7 @@ CONFIDENCE_CAP = 0.95
 EVIDENCE_SEVERITIES = frozenset({"critical", "warning"})
 CONFIDENCE_ANNOTATIONS = ("ai_confidence", "confidence")
 UNCATALOGUED_ROLLBACK_SECONDS = 3600.0
+OPT_OUT_LABEL, OPT_OUT_VALUE = "escalation_ai", "off"
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,10 @@ class CatalogDiagnoser:
         self._patterns = patterns
 
     def diagnose(self, alert: Alert) -> Diagnosis:
+        if alert.labels.get(OPT_OUT_LABEL) == OPT_OUT_VALUE:
+            return Diagnosis.untrusted(
+                alert, f"the alert rule opts out of AI ({OPT_OUT_LABEL}={OPT_OUT_VALUE})"
+            )
         pattern = next((p for p in self._patterns if p.matches(alert)), None)
         annotated, problems = _annotated(alert)
         if pattern is None:
@@ -198,6 +206,24 @@ def _spec(name: str, entry: dict[str, Any]) -> ActionSpec:
     )
 
 
+def policy_data(path: Path) -> dict[str, Any]:
+    """The ``policy`` object of the policy data document at ``path``."""
+    try:
+        raw: Any = json.loads(path.read_text("utf-8"))
+        policy: dict[str, Any] = raw["policy"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"policy data {path}: {type(exc).__name__}: {exc}") from exc
+    return policy
+
+
+def rate_limit_window(path: Path) -> int:
+    """Seconds of the policy's autonomous rate-limit window."""
+    try:
+        return int(policy_data(path)["autonomous_rate_limit"]["window_seconds"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"policy data {path}: autonomous_rate_limit.window_seconds: {exc}") from exc
+
+
 class ActionCatalog:
     """The action catalog of the policy data document."""
 
@@ -208,10 +234,9 @@ class ActionCatalog:
     def load(cls, path: Path) -> ActionCatalog:
         """Read ``policy.catalog`` from ``path``. Raises :class:`ConfigError` naming what is wrong."""
         try:
-            raw: Any = json.loads(path.read_text("utf-8"))
-            catalog: dict[str, Any] = raw["policy"]["catalog"]
+            catalog: dict[str, Any] = policy_data(path)["catalog"]
             entries = {name: _spec(name, entry) for name, entry in catalog.items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"action catalog {path}: {type(exc).__name__}: {exc}") from exc
         return cls(entries)
 

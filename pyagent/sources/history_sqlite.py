@@ -119,6 +119,31 @@ class HistorySQLite:
             (fingerprint, pattern_id, alert_name, rfc3339(started_at)),
         )
 
+    def has_incident(self, fingerprint: str, started_at: datetime) -> bool:
+        """Whether an incident with this fingerprint and start is recorded."""
+        try:
+            with self._connect() as conn:
+                row = conn.execute(
+                    "SELECT 1 FROM incidents WHERE fingerprint = ? AND started_at = ?",
+                    (fingerprint, rfc3339(started_at)),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise HistoryError(f"history {self._path}: {exc}") from exc
+        return row is not None
+
+    def latest_incident(self, fingerprint: str) -> int | None:
+        """The id of the latest incident recorded for an alert fingerprint, if any."""
+        try:
+            with self._connect() as conn:
+                row = conn.execute(
+                    "SELECT id FROM incidents WHERE fingerprint = ?"
+                    " ORDER BY started_at DESC, id DESC LIMIT 1",
+                    (fingerprint,),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise HistoryError(f"history {self._path}: {exc}") from exc
+        return None if row is None else int(row[0])
+
     def record_action(
         self, incident_id: int, action_type: str, decided_level: int, executed_at: datetime | None = None
     ) -> int:

@@ -1,0 +1,296 @@
+"""The agent end to end under load: webhook in, decision recorded in the audit log.
+
+    python3 bench/e2e_bench.py [--rates 50,100,200,300,400] [--seconds 10]
+
+Starts one ``opa run --server`` on the project's policy and ``pyagent serve`` (a separate
+process) asking it. Then, in the same run:
+
+1. **Baseline**: a bare ``requests`` POST of the policy input the agent builds for the
+   benchmark's alert, to the same OPA, one at a time on a kept-alive session.
+2. **Agent**: for each rate, an open-loop load of single-alert Alertmanager deliveries
+   (each a new alert) for ``--seconds``. An alert's latency runs from the moment it was
+   *scheduled* to be sent (so a slow server cannot hide its queue by slowing the client)
+   to the ``ts`` of its ``decision`` record in the audit log, which is written, fsynced,
+   before anything acts on it. An alert is lost when its POST is not 2xx or no decision
+   for it is recorded within the drain timeout.
+
+Prints p50 and p99 per rate, the sustained decisions per second, alerts lost, and the
+ratio of the agent's p50 at the lowest rate to the baseline's p50. Exit 1 when a target
+is missed: >= 300 alerts/s sustained with p99 < 50 ms and none lost, p50 ratio <= 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from pyagent.alerts import parse_webhook
+from pyagent.context import gather
+from pyagent.opa import EmbeddedOpa, default_policy_dir, free_port
+from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser
+from pyagent.sources.guardrails import FileGuardrails
+from pyagent.sources.history_sqlite import HistorySQLite
+from pyagent.sources.inventory_file import InventoryFile
+
+ROOT = Path(__file__).resolve().parent.parent
+INVENTORY = ROOT / "examples" / "inventory.yaml"
+TEMPLATE = ROOT / "examples" / "alerts" / "level-2-first-occurrence.json"
+TARGET_RATE, TARGET_P99_MS, TARGET_RATIO = 300.0, 50.0, 3.0
+SENDERS = 16
+
+
+@dataclass(frozen=True)
+class Step:
+    rate: float
+    sent: int
+    lost: int
+    p50_ms: float
+    p99_ms: float
+    sustained: float
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _delivery(template: dict[str, Any], serial: int) -> dict[str, Any]:
+    body = copy.deepcopy(template)
+    alert = body["alerts"][0]
+    alert["fingerprint"] = f"{serial:016x}"
+    alert["labels"]["pod"] = f"bench-{serial}"
+    alert["startsAt"] = (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=serial)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    return body
+
+
+def _policy_input(template: dict[str, Any], state: Path) -> dict[str, Any]:
+    """The input the agent sends OPA for the benchmark's alert, built by the agent's own stages."""
+    [alert] = parse_webhook(json.dumps(template).encode()).alerts
+    history = HistorySQLite(state / "baseline-history.db")
+    catalog = ActionCatalog.load(default_policy_dir() / "escalation" / "policy.json")
+    context = gather(
+        alert,
+        datetime.now(UTC),
+        InventoryFile(INVENTORY),
+        history,
+        CatalogDiagnoser(),
+        FileGuardrails(state / "no-kill-switch", history, 3600, engaged=False),
+        catalog,
+    )
+    return context.policy_input()
+
+
+def baseline(opa_url: str, policy_input: dict[str, Any], count: int) -> list[float]:
+    """Round-trip milliseconds of bare POSTs of ``policy_input`` to OPA."""
+    url = opa_url + "/v1/data/escalation/decision"
+    times = []
+    with requests.Session() as session:
+        for index in range(count + 50):
+            started = time.perf_counter()
+            response = session.post(url, json={"input": policy_input}, timeout=5)
+            elapsed = (time.perf_counter() - started) * 1000
+            response.raise_for_status()
+            if "result" not in response.json():
+                raise SystemExit("baseline: OPA returned no result")
+            if index >= 50:  # warm-up
+                times.append(elapsed)
+    return times
+
+
+class AuditTail:
+    """Follows the agent's audit log and keeps the time of each fingerprint's decision."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.decided: dict[str, float] = {}
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as handle:
+            handle.seek(self._offset)
+            chunk = handle.read()
+        self._offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            record = json.loads(line)
+            if record["kind"] == "decision":
+                when = datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
+                self.decided[record["fingerprint"]] = when
+
+
+def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
+    url: str, token: str, template: dict[str, Any], rate: float, seconds: float, first_serial: int
+) -> tuple[dict[str, float], int]:
+    """Send ``rate`` alerts per second for ``seconds``; {fingerprint: scheduled time} and failures."""
+    total = int(rate * seconds)
+    bodies = [json.dumps(_delivery(template, first_serial + i)).encode() for i in range(total)]
+    scheduled: dict[str, float] = {}
+    failures = 0
+    lock = threading.Lock()
+    next_index = 0
+    start = time.time() + 0.2
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def sender() -> None:
+        nonlocal next_index, failures
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    index = next_index
+                    next_index += 1
+                if index >= total:
+                    return
+                at = start + index / rate
+                delay = at - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                fingerprint = f"{first_serial + index:016x}"
+                try:
+                    response = session.post(url, data=bodies[index], headers=headers, timeout=30)
+                    ok = response.status_code == 200
+                except requests.RequestException:
+                    ok = False
+                with lock:
+                    if ok:
+                        scheduled[fingerprint] = at
+                    else:
+                        failures += 1
+
+    threads = [threading.Thread(target=sender) for _ in range(SENDERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return scheduled, failures
+
+
+def run(rates: list[float], seconds: float, baseline_count: int) -> int:
+    template = json.loads(TEMPLATE.read_text())
+    token = "bench-token"  # noqa: S105 - a local, throwaway token
+    with (
+        tempfile.TemporaryDirectory(prefix="pyagent-bench-") as tmp,
+        EmbeddedOpa(default_policy_dir()) as opa,
+    ):
+        state = Path(tmp)
+        bare = baseline(opa.url, _policy_input(template, state), baseline_count)
+        port = free_port()
+        env = {**os.environ, "PYAGENT_WEBHOOK_TOKEN": token}
+        agent = subprocess.Popen(
+            [
+                sys.executable, "-m", "pyagent", "serve",
+                "--listen", f"127.0.0.1:{port}",
+                "--state-dir", str(state / "agent"),
+                "--opa-url", opa.url,
+                "--inventory", str(INVENTORY),
+            ],
+            env=env,
+            stderr=(state / "agent.log").open("wb"),
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if requests.get(base + "/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline or agent.poll() is not None:
+                    sys.stderr.write((state / "agent.log").read_text())
+                    raise SystemExit("the agent did not become healthy")
+                time.sleep(0.1)
+            tail = AuditTail(state / "agent" / "audit.jsonl")
+            steps = []
+            serial = 1
+            for rate in rates:
+                scheduled, failures = load_step(
+                    base + "/webhook/alertmanager", token, template, rate, seconds, serial
+                )
+                serial += int(rate * seconds)
+                drain_until = time.monotonic() + 30
+                while time.monotonic() < drain_until:
+                    tail.poll()
+                    if all(f in tail.decided for f in scheduled):
+                        break
+                    time.sleep(0.05)
+                latencies = [
+                    (tail.decided[f] - at) * 1000 for f, at in scheduled.items() if f in tail.decided
+                ]
+                lost = failures + sum(1 for f in scheduled if f not in tail.decided)
+                span = max(tail.decided[f] for f in scheduled if f in tail.decided) - min(scheduled.values())
+                steps.append(
+                    Step(
+                        rate=rate,
+                        sent=len(scheduled) + failures,
+                        lost=lost,
+                        p50_ms=statistics.median(latencies),
+                        p99_ms=_percentile(latencies, 0.99),
+                        sustained=len(latencies) / span,
+                    )
+                )
+        finally:
+            agent.terminate()
+            agent.wait(timeout=30)
+    return report(bare, steps)
+
+
+def report(bare: list[float], steps: list[Step]) -> int:
+    bare_p50 = statistics.median(bare)
+    print(f"baseline: bare requests POST to the same OPA, {len(bare)} requests")
+    print(f"  p50 {bare_p50:.2f} ms   p99 {_percentile(bare, 0.99):.2f} ms")
+    print()
+    print("agent: webhook POST -> decision fsynced to the audit log, one alert per delivery")
+    print(f"  {'offered/s':>9} {'sent':>6} {'lost':>5} {'p50 ms':>8} {'p99 ms':>8} {'decided/s':>10}")
+    for step in steps:
+        print(
+            f"  {step.rate:>9.0f} {step.sent:>6} {step.lost:>5} {step.p50_ms:>8.2f} "
+            f"{step.p99_ms:>8.2f} {step.sustained:>10.1f}"
+        )
+    ratio = steps[0].p50_ms / bare_p50
+    print()
+    print(f"agent p50 at {steps[0].rate:.0f}/s vs bare OPA p50: {ratio:.2f}x (target <= {TARGET_RATIO:.0f}x)")
+    meeting = [
+        s for s in steps if s.lost == 0 and s.p99_ms < TARGET_P99_MS and s.sustained >= TARGET_RATE * 0.98
+    ]
+    best = max((s.sustained for s in meeting), default=0.0)
+    print(
+        f"highest sustained rate with p99 < {TARGET_P99_MS:.0f} ms and none lost: {best:.0f} alerts/s "
+        f"(target >= {TARGET_RATE:.0f})"
+    )
+    missed = ratio > TARGET_RATIO or not meeting or any(s.lost for s in steps)
+    print("targets:", "missed" if missed else "met")
+    return 1 if missed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="50,100,200,300,400", help="offered alerts/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load step")
+    parser.add_argument("--baseline-requests", type=int, default=2000)
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    return run(rates, args.seconds, args.baseline_requests)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
