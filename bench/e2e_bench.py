@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import http.client
 import json
 import os
 import statistics
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,12 +41,10 @@ from typing import Any
 import requests
 
 from pyagent.alerts import parse_webhook
+from pyagent.app import build_sources
 from pyagent.context import gather
 from pyagent.opa import EmbeddedOpa, default_policy_dir, free_port
-from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser
-from pyagent.sources.guardrails import FileGuardrails
-from pyagent.sources.history_sqlite import HistorySQLite
-from pyagent.sources.inventory_file import InventoryFile
+from pyagent.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY = ROOT / "examples" / "inventory.yaml"
@@ -61,6 +61,17 @@ class Step:
     p50_ms: float
     p99_ms: float
     sustained: float
+    cpu_ms: dict[str, float]  # CPU milliseconds per alert, by process
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: _cpu_seconds(pid) for name, pid in pids.items()}
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -82,16 +93,15 @@ def _delivery(template: dict[str, Any], serial: int) -> dict[str, Any]:
 def _policy_input(template: dict[str, Any], state: Path) -> dict[str, Any]:
     """The input the agent sends OPA for the benchmark's alert, built by the agent's own stages."""
     [alert] = parse_webhook(json.dumps(template).encode()).alerts
-    history = HistorySQLite(state / "baseline-history.db")
-    catalog = ActionCatalog.load(default_policy_dir() / "escalation" / "policy.json")
+    sources = build_sources(Settings(state_dir=state, inventory=INVENTORY), state / "baseline-history.db")
     context = gather(
         alert,
         datetime.now(UTC),
-        InventoryFile(INVENTORY),
-        history,
-        CatalogDiagnoser(),
-        FileGuardrails(state / "no-kill-switch", history, 3600, engaged=False),
-        catalog,
+        sources.inventory,
+        sources.history,
+        sources.diagnoser,
+        sources.guardrails,
+        sources.catalog,
     )
     return context.policy_input()
 
@@ -142,6 +152,8 @@ def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
     url: str, token: str, template: dict[str, Any], rate: float, seconds: float, first_serial: int
 ) -> tuple[dict[str, float], int]:
     """Send ``rate`` alerts per second for ``seconds``; {fingerprint: scheduled time} and failures."""
+    parsed = urllib.parse.urlsplit(url)
+    host, port, path = parsed.hostname or "127.0.0.1", parsed.port or 80, parsed.path
     total = int(rate * seconds)
     bodies = [json.dumps(_delivery(template, first_serial + i)).encode() for i in range(total)]
     scheduled: dict[str, float] = {}
@@ -153,7 +165,10 @@ def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
 
     def sender() -> None:
         nonlocal next_index, failures
-        with requests.Session() as session:
+        # http.client on a kept-alive connection: the load generator shares the machine's two
+        # cores with the agent and OPA, so it should spend as little CPU per request as it can
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        try:
             while True:
                 with lock:
                     index = next_index
@@ -166,15 +181,20 @@ def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
                     time.sleep(delay)
                 fingerprint = f"{first_serial + index:016x}"
                 try:
-                    response = session.post(url, data=bodies[index], headers=headers, timeout=30)
-                    ok = response.status_code == 200
-                except requests.RequestException:
+                    connection.request("POST", path, body=bodies[index], headers=headers)
+                    response = connection.getresponse()
+                    response.read()
+                    ok = response.status == 200
+                except (OSError, http.client.HTTPException):
+                    connection.close()
                     ok = False
                 with lock:
                     if ok:
                         scheduled[fingerprint] = at
                     else:
                         failures += 1
+        finally:
+            connection.close()
 
     threads = [threading.Thread(target=sender) for _ in range(SENDERS)]
     for thread in threads:
@@ -222,7 +242,10 @@ def run(rates: list[float], seconds: float, baseline_count: int) -> int:
             tail = AuditTail(state / "agent" / "audit.jsonl")
             steps = []
             serial = 1
+            assert opa.pid is not None
+            pids = {"agent": agent.pid, "opa": opa.pid, "load": os.getpid()}
             for rate in rates:
+                cpu_before = _cpu(pids)
                 scheduled, failures = load_step(
                     base + "/webhook/alertmanager", token, template, rate, seconds, serial
                 )
@@ -233,6 +256,7 @@ def run(rates: list[float], seconds: float, baseline_count: int) -> int:
                     if all(f in tail.decided for f in scheduled):
                         break
                     time.sleep(0.05)
+                cpu_after = _cpu(pids)
                 latencies = [
                     (tail.decided[f] - at) * 1000 for f, at in scheduled.items() if f in tail.decided
                 ]
@@ -246,6 +270,7 @@ def run(rates: list[float], seconds: float, baseline_count: int) -> int:
                         p50_ms=statistics.median(latencies),
                         p99_ms=_percentile(latencies, 0.99),
                         sustained=len(latencies) / span,
+                        cpu_ms={k: (cpu_after[k] - cpu_before[k]) * 1000 / len(scheduled) for k in pids},
                     )
                 )
         finally:
@@ -260,24 +285,28 @@ def report(bare: list[float], steps: list[Step]) -> int:
     print(f"  p50 {bare_p50:.2f} ms   p99 {_percentile(bare, 0.99):.2f} ms")
     print()
     print("agent: webhook POST -> decision fsynced to the audit log, one alert per delivery")
-    print(f"  {'offered/s':>9} {'sent':>6} {'lost':>5} {'p50 ms':>8} {'p99 ms':>8} {'decided/s':>10}")
+    print(
+        f"  {'offered/s':>9} {'sent':>6} {'lost':>5} {'p50 ms':>8} {'p99 ms':>8} {'decided/s':>10}"
+        "   CPU ms per alert: agent / opa / load generator"
+    )
     for step in steps:
+        cpu = step.cpu_ms
         print(
             f"  {step.rate:>9.0f} {step.sent:>6} {step.lost:>5} {step.p50_ms:>8.2f} "
             f"{step.p99_ms:>8.2f} {step.sustained:>10.1f}"
+            f"   {cpu['agent']:.2f} / {cpu['opa']:.2f} / {cpu['load']:.2f}"
         )
     ratio = steps[0].p50_ms / bare_p50
     print()
     print(f"agent p50 at {steps[0].rate:.0f}/s vs bare OPA p50: {ratio:.2f}x (target <= {TARGET_RATIO:.0f}x)")
-    meeting = [
-        s for s in steps if s.lost == 0 and s.p99_ms < TARGET_P99_MS and s.sustained >= TARGET_RATE * 0.98
-    ]
+    meeting = [s for s in steps if s.lost == 0 and s.p99_ms < TARGET_P99_MS]
     best = max((s.sustained for s in meeting), default=0.0)
     print(
         f"highest sustained rate with p99 < {TARGET_P99_MS:.0f} ms and none lost: {best:.0f} alerts/s "
         f"(target >= {TARGET_RATE:.0f})"
     )
-    missed = ratio > TARGET_RATIO or not meeting or any(s.lost for s in steps)
+    # an open-loop step's decided/s is measured over a span a little longer than the step
+    missed = ratio > TARGET_RATIO or best < TARGET_RATE * 0.98 or any(s.lost for s in steps)
     print("targets:", "missed" if missed else "met")
     return 1 if missed else 0
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
@@ -144,14 +144,13 @@ class Agent:
             self.sources.guardrails,
             self.sources.catalog,
         )
-        incident_id, opened = self.store.open_incident(alert)
-        verdict = self._decide(context)
-        decision_id = self.store.record_decision(
-            stored, incident_id, verdict.decision.to_json(), verdict.input_hash
-        )
-        if decision_id is None:
+        policy_input = context.policy_input()
+        verdict = self._decide(context, policy_input)
+        recorded = self.store.record_decision(stored, verdict.decision.to_json(), verdict.input_hash)
+        if recorded is None:
             return  # decided by another worker already
-        self._audit_decision(stored, context, verdict, decision_id)
+        decision_id, opened = recorded
+        self._audit_decision(stored, context, policy_input, verdict, decision_id)
         history_problem = None
         try:
             if opened:
@@ -160,7 +159,7 @@ class Agent:
                 )
         except HistoryError as exc:
             history_problem = str(exc)
-        action = ProposedAction.from_policy_input(context.policy_input())
+        action = ProposedAction.from_policy_input(policy_input)
         case = Case(alert, decision_id, verdict, action, context.diagnosis.summary)
         outcome = dispatch(case, self.hands)
         if outcome in EXECUTED:
@@ -194,10 +193,9 @@ class Agent:
             return str(exc)
         return None
 
-    def _decide(self, context: Context) -> Verdict:
-        problems, ceiling = context.problems, context.health_ceiling
+    def _decide(self, context: Context, policy_input: dict[str, Any]) -> Verdict:
         started = time.perf_counter()
-        verdict = decide(self.opa, context.policy_input(), ceiling, problems)
+        verdict = decide(self.opa, policy_input, context.health_ceiling, context.problems)
         self.metrics.opa_latency.observe(time.perf_counter() - started)
         self.metrics.decisions.labels(str(verdict.decision.level)).inc()
         for trigger in verdict.decision.triggers:
@@ -207,7 +205,12 @@ class Agent:
         return verdict
 
     def _audit_decision(
-        self, stored: StoredAlert, context: Context, verdict: Verdict, decision_id: str
+        self,
+        stored: StoredAlert,
+        context: Context,
+        policy_input: dict[str, Any],
+        verdict: Verdict,
+        decision_id: str,
     ) -> None:
         alert, decision = stored.alert, verdict.decision
         self.audit.append(
@@ -218,8 +221,8 @@ class Agent:
                 "fingerprint": alert.fingerprint,
                 "group_key": alert.group_key,
                 "alert_name": alert.name,
-                "target": context.policy_input()["action"]["target"],
-                "action": context.policy_input()["action"],
+                "target": policy_input["action"]["target"],
+                "action": policy_input["action"],
                 "input_hash": verdict.input_hash,
                 "level": decision.level,
                 "name": decision.name,

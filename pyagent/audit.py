@@ -185,10 +185,13 @@ class AuditLog:
         self.instance = instance
         self._clock = clock
         self._forwarder = forwarder
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # sealing: seq, prev_hash and the queue of lines
+        self._flush_lock = threading.Lock()  # one writer at a time
         self._failure: str | None = None
         created = not path.exists()
         self._seq, self._prev_hash = self._resume(path)
+        self._durable_seq = self._seq
+        self._unwritten: list[bytes] = []
         self._file = path.open("ab")
         if created:
             _fsync_directory(path.parent)
@@ -221,24 +224,41 @@ class AuditLog:
             )
             record["hash"] = record_hash(record)
             line = canonical_json(record)
-            self._write(line + b"\n", record["seq"])
+            self._unwritten.append(line + b"\n")
             self._seq, self._prev_hash = record["seq"], record["hash"]
-            if self._forwarder is not None:
-                self._forwarder.submit(record)
+        self._make_durable(record["seq"])
+        if self._forwarder is not None:
+            self._forwarder.submit(record)
         return AuditRecord(seq=record["seq"], hash=record["hash"], line=line.decode("utf-8"))
 
-    def _write(self, data: bytes, seq: int) -> None:
-        """Write, flush and fsync; after a failure the file's state is unknown, so refuse more."""
-        try:
-            self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError as exc:
-            self._failure = f"writing seq {seq} failed ({exc}); reopen the log to verify it"
-            raise
+    def _make_durable(self, seq: int) -> None:
+        """Return once record ``seq`` is on disk (group commit).
+
+        Whoever holds the flush lock writes every record sealed so far, in seq order, and
+        fsyncs once; a caller whose record went out in someone else's batch finds it
+        durable when it gets the lock. After a failed write the file's state is unknown,
+        so every later append is refused.
+        """
+        with self._flush_lock:
+            if self._failure is not None:
+                raise AuditChainBroken(str(self.path), seq, self._failure)
+            if self._durable_seq >= seq:
+                return
+            with self._lock:
+                batch, self._unwritten = self._unwritten, []
+                last = self._seq
+            try:
+                self._file.write(b"".join(batch))
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                first = self._durable_seq + 1
+                self._failure = f"writing seq {first} to {last} failed ({exc}); reopen the log to verify it"
+                raise
+            self._durable_seq = last
 
     def close(self) -> None:
-        with self._lock:
+        with self._flush_lock, self._lock:
             self._file.close()
 
     def __enter__(self) -> AuditLog:

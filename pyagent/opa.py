@@ -74,6 +74,8 @@ class OpaClient:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts
         self.session = session or requests.Session()
+        # a loopback sidecar: no proxy applies, and looking one up scans the environment per request
+        self.session.trust_env = False
         # one retry of a refused connection: OPA restarting under a supervisor
         self.session.mount(self.base_url, HTTPAdapter(max_retries=1, pool_maxsize=32))
 
@@ -216,6 +218,10 @@ class EmbeddedOpa:
             return False
         finally:
             client.close()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -7,16 +7,17 @@ again when the agent restarts.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from pyagent.alerts import Alert, Delivery
 from pyagent.errors import StoreUnavailable
@@ -58,8 +59,15 @@ CREATE TABLE IF NOT EXISTS change_records (
 """
 
 
+T = TypeVar("T")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+class _AlreadyDecided(Exception):
+    """Another worker recorded this alert's decision first."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,25 @@ class StoredAlert:
     alert: Alert
 
 
+@dataclass
+class _Op(Generic[T]):
+    """One unit of work for the writer thread, and its result once committed."""
+
+    run: Callable[[sqlite3.Connection], T]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: T | None = None
+    error: BaseException | None = None
+
+
 class Store:
-    """SQLite in WAL mode with full fsync; one connection guarded by a lock (writes are short)."""
+    """SQLite in WAL mode with full fsync, written by one thread with group commit.
+
+    Every operation is handed to the writer thread, which runs all the operations queued
+    at that moment in one transaction, each inside its own savepoint, and commits (one
+    fsync) before any of their callers returns. An operation that raises is rolled back
+    to its savepoint alone; a commit that fails fails every operation of the batch with
+    :class:`StoreUnavailable`. So each caller returns only once its write is durable.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -83,27 +108,70 @@ class Store:
             self._db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"store {path}: {exc}") from exc
-        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Op[Any] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="pyagent-store", daemon=True)
+        self._writer.start()
+        self._closed = False
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+    def _run(self, run: Callable[[sqlite3.Connection], T], timeout: float | None = None) -> T:
+        """``run(connection)`` in a committed transaction; its result, or what it raised."""
+        if self._closed:
+            raise StoreUnavailable(f"store {self.path}: closed")
+        op: _Op[T] = _Op(run)
+        self._queue.put(op)
+        if not op.done.wait(timeout):
+            raise StoreUnavailable(f"store {self.path}: no answer within {timeout} s")
+        if op.error is not None:
+            raise op.error
+        return cast("T", op.result)
+
+    def _write_loop(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            stop = False
+            while not self._queue.empty():
+                more = self._queue.get()
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Op[Any]]) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                db.execute("SAVEPOINT op")
                 try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"store {self.path}: {exc}") from exc
+                    op.result = op.run(db)
+                except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
+                    db.execute("ROLLBACK TO op")
+                    op.error = (
+                        StoreUnavailable(f"store {self.path}: {exc}")
+                        if isinstance(exc, sqlite3.Error)
+                        else exc
+                    )
+                db.execute("RELEASE op")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            for op in batch:
+                op.error, op.result = StoreUnavailable(f"store {self.path}: {exc}"), None
+        finally:
+            for op in batch:
+                op.done.set()
 
     def record_delivery(self, delivery: Delivery) -> list[StoredAlert]:
         """Record every alert of a delivery; return those not seen before (re-deliveries are skipped)."""
-        new: list[StoredAlert] = []
         received = _now()
-        with self._transaction() as db:
+
+        def record(db: sqlite3.Connection) -> list[StoredAlert]:
+            new: list[StoredAlert] = []
             for alert in delivery.alerts:
                 inserted = db.execute(
                     "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?, ?)", (*alert.delivery_key, received)
@@ -116,37 +184,24 @@ class Store:
                     (alert.fingerprint, alert.status, alert.starts_at, json.dumps(alert.to_json()), received),
                 )
                 new.append(StoredAlert(int(cursor.lastrowid or 0), alert))
-        return new
+            return new
+
+        return self._run(record)
 
     def pending(self) -> list[StoredAlert]:
         """Alerts recorded but not yet decided or closed, oldest first."""
-        with self._lock:
-            try:
-                rows = self._db.execute(
-                    "SELECT id, alert FROM alerts WHERE state = 'pending' ORDER BY id"
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"store {self.path}: {exc}") from exc
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT id, alert FROM alerts WHERE state = 'pending' ORDER BY id"
+            ).fetchall()
+        )
         return [StoredAlert(row[0], Alert.from_json(json.loads(row[1]))) for row in rows]
-
-    def open_incident(self, alert: Alert) -> tuple[int, bool]:
-        """The incident for a firing alert (one per fingerprint and startsAt) and whether it is new."""
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO incidents (fingerprint, starts_at, alert_name, opened_at)"
-                " VALUES (?, ?, ?, ?)",
-                (alert.fingerprint, alert.starts_at, alert.name, _now()),
-            )
-            row = db.execute(
-                "SELECT id FROM incidents WHERE fingerprint = ? AND starts_at = ?",
-                (alert.fingerprint, alert.starts_at),
-            ).fetchone()
-        return int(row[0]), cursor.rowcount == 1
 
     def close_incident(self, stored: StoredAlert) -> None:
         """A resolved alert closes its incident; nothing is decided for it."""
         alert = stored.alert
-        with self._transaction() as db:
+
+        def close(db: sqlite3.Connection) -> None:
             db.execute(
                 "UPDATE incidents SET closed_at = ?"
                 " WHERE fingerprint = ? AND starts_at = ? AND closed_at IS NULL",
@@ -154,12 +209,27 @@ class Store:
             )
             db.execute("UPDATE alerts SET state = 'closed' WHERE id = ?", (stored.id,))
 
+        self._run(close)
+
     def record_decision(
-        self, stored: StoredAlert, incident_id: int | None, decision: dict[str, Any], input_hash: str
-    ) -> str | None:
-        """Record the decision for an alert once; None when the alert already has one."""
+        self, stored: StoredAlert, decision: dict[str, Any], input_hash: str
+    ) -> tuple[str, bool] | None:
+        """Record the decision for an alert once, opening its incident (one per fingerprint and
+        startsAt) in the same transaction; (decision id, whether the incident is new), or None
+        when the alert already has a decision."""
         decision_id = str(uuid.uuid4())
-        with self._transaction() as db:
+        alert = stored.alert
+
+        def decide(db: sqlite3.Connection) -> bool:
+            opened = db.execute(
+                "INSERT OR IGNORE INTO incidents (fingerprint, starts_at, alert_name, opened_at)"
+                " VALUES (?, ?, ?, ?)",
+                (alert.fingerprint, alert.starts_at, alert.name, _now()),
+            ).rowcount
+            (incident_id,) = db.execute(
+                "SELECT id FROM incidents WHERE fingerprint = ? AND starts_at = ?",
+                (alert.fingerprint, alert.starts_at),
+            ).fetchone()
             inserted = db.execute(
                 "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -173,52 +243,56 @@ class Store:
                 ),
             ).rowcount
             if not inserted:
-                return None
+                raise _AlreadyDecided  # rolls the incident insert back
             db.execute(
                 "UPDATE alerts SET state = 'decided', decision_id = ? WHERE id = ?", (decision_id, stored.id)
             )
-        return decision_id
+            return opened == 1
+
+        try:
+            opened = self._run(decide)
+        except _AlreadyDecided:
+            return None
+        return decision_id, opened
 
     def create_approval(self, decision_id: str, timeout_seconds: int) -> str:
         """A pending approval request that expires after the timeout."""
         approval_id = str(uuid.uuid4())
         created = datetime.now(UTC)
         expires = created.timestamp() + timeout_seconds
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO approvals VALUES (?, ?, 'pending', ?, ?)",
-                (
-                    approval_id,
-                    decision_id,
-                    created.isoformat(),
-                    datetime.fromtimestamp(expires, UTC).isoformat(),
-                ),
-            )
+        row = (
+            approval_id,
+            decision_id,
+            created.isoformat(),
+            datetime.fromtimestamp(expires, UTC).isoformat(),
+        )
+        self._run(lambda db: db.execute("INSERT INTO approvals VALUES (?, ?, 'pending', ?, ?)", row))
         return approval_id
 
     def record_change(self, decision_id: str, record: dict[str, Any]) -> str:
         change_id = f"CHG-{uuid.uuid4().hex[:10].upper()}"
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO change_records VALUES (?, ?, ?, ?)",
-                (change_id, decision_id, json.dumps(record), _now()),
-            )
+        row = (change_id, decision_id, json.dumps(record), _now())
+        self._run(lambda db: db.execute("INSERT INTO change_records VALUES (?, ?, ?, ?)", row))
         return change_id
 
     def counts(self) -> dict[str, int]:
         """Row counts per table, for health and tests."""
-        with self._lock:
-            tables = ("deliveries", "alerts", "incidents", "decisions", "approvals", "change_records")
-            return {t: int(self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}  # noqa: S608
+        tables = ("deliveries", "alerts", "incidents", "decisions", "approvals", "change_records")
+        return self._run(
+            lambda db: {t: int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}  # noqa: S608
+        )
 
     def healthy(self) -> bool:
-        with self._lock:
-            try:
-                self._db.execute("SELECT 1").fetchone()
-            except sqlite3.Error:
-                return False
-            return True
+        try:
+            self._run(lambda db: db.execute("SELECT 1").fetchone(), timeout=2.0)
+        except StoreUnavailable:
+            return False
+        return True
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join(timeout=10)
+        self._db.close()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -88,19 +88,41 @@ class HistorySQLite:
         self._timeout = timeout_seconds
         self._lock = threading.Lock()
         self._ready = False
+        self._local = threading.local()
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in a transaction, committed on success; the schema is created on first use."""
-        with closing(sqlite3.connect(self._path, timeout=self._timeout)) as conn:
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened (and the schema created) on first use."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, timeout=self._timeout)
             conn.execute("PRAGMA foreign_keys = ON")
             with self._lock:
                 if not self._ready:
                     conn.execute("PRAGMA journal_mode = WAL")
                     conn.executescript(_SCHEMA)
                     self._ready = True
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection in a transaction, committed on success, rolled back on error.
+
+        A connection that raised is closed and reopened on next use, so a file that went
+        away or was replaced is picked up again."""
+        try:
+            conn = self._connection()
             with conn:
                 yield conn
+        except sqlite3.Error:
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
         try:

@@ -17,7 +17,7 @@ triggers contains object.union(
 	{"field": field},
 ) if {
 	some field, spec in _fields
-	problem := _field_problem(object.get(_doc, spec.path, null), spec.required, _kinds[spec.kind])
+	problem := _field_problem(object.get(_doc, spec.path, null), spec)
 }
 
 # Every field of the input document: where it is, its kind, and whether it must be present.
@@ -65,60 +65,88 @@ _fields := {
 	},
 }
 
-# What each kind of field may hold: its JSON type, its limits, and how a message names it.
+# How a message names what each kind of field must hold.
 _kinds := {
-	"string": {"type": "string", "nonempty": true, "text": "a non-empty string"},
-	"boolean": {"type": "boolean", "text": "true or false"},
-	"fraction": {"type": "number", "min": 0, "max": 1, "text": "a number from 0 to 1"},
-	"count": {"type": "number", "min": 0, "whole": true, "text": "a whole number of at least 0"},
-	"integer": {"type": "number", "whole": true, "text": "a whole number"},
-	"seconds": {"type": "number", "min": 0, "text": "a number of seconds of at least 0"},
-	"budget": {"type": "number", "max": 1, "text": "a number of at most 1"},
-	"timestamp": {"type": "string", "timestamp": true, "text": "an RFC 3339 timestamp"},
-	"object": {"type": "object", "text": "an object"},
-	"strings": {"type": "array", "items": "string", "text": "a list of strings"},
-	"names": {"type": "array", "items": "string", "nonempty": true, "text": "a non-empty list of strings"},
+	"string": "a non-empty string",
+	"boolean": "true or false",
+	"fraction": "a number from 0 to 1",
+	"count": "a whole number of at least 0",
+	"integer": "a whole number",
+	"seconds": "a number of seconds of at least 0",
+	"budget": "a number of at most 1",
+	"timestamp": "an RFC 3339 timestamp",
+	"object": "an object",
+	"strings": "a list of strings",
+	"names": "a non-empty list of strings",
 }
 
 # what is wrong with a field's value, undefined when nothing is
-_field_problem(null, true, _) := "is missing or null"
+_field_problem(null, spec) := "is missing or null" if spec.required
 
-_field_problem(value, _, kind) := sprintf("must be %s, got %s", [kind.text, _quote(value)]) if {
+_field_problem(value, spec) := sprintf("must be %s, got %s", [_kinds[spec.kind], _quote(value)]) if {
 	value != null
-	not _valid(value, kind)
+	not _valid(spec.kind, value)
 }
 
-_valid(value, kind) if {
-	type_name(value) == kind.type
-	not _out_of_range(value, kind)
+# whether a value is what its kind of field may hold; OPA indexes the kind, so a check
+# evaluates one definition, not all of them
+_valid("string", value) if {
+	is_string(value)
+	value != ""
 }
 
-_out_of_range(value, kind) if value < kind.min
+_valid("boolean", value) if is_boolean(value)
 
-_out_of_range(value, kind) if value > kind.max
-
-_out_of_range(value, kind) if {
-	kind.whole
-	floor(value) != value
+_valid("fraction", value) if {
+	is_number(value)
+	value >= 0
+	value <= 1
 }
 
-_out_of_range(value, kind) if {
-	kind.nonempty
-	count(value) == 0
+_valid("count", value) if {
+	is_number(value)
+	value >= 0
+	floor(value) == value
 }
 
-_out_of_range(value, kind) if {
-	kind.timestamp
-	not _is_timestamp(value)
+_valid("integer", value) if {
+	is_number(value)
+	floor(value) == value
 }
 
-_out_of_range(value, kind) if {
-	item_type := kind.items
-	some item in value
-	type_name(item) != item_type
+_valid("seconds", value) if {
+	is_number(value)
+	value >= 0
 }
 
-# a builtin error is undefined inside a function, so `not _is_timestamp` is true for a bad timestamp
+_valid("budget", value) if {
+	is_number(value)
+	value <= 1
+}
+
+_valid("timestamp", value) if {
+	is_string(value)
+	_is_timestamp(value)
+}
+
+_valid("object", value) if is_object(value)
+
+_valid("strings", value) if {
+	is_array(value)
+	every item in value {
+		is_string(item)
+	}
+}
+
+_valid("names", value) if {
+	is_array(value)
+	count(value) > 0
+	every item in value {
+		is_string(item)
+	}
+}
+
+# a builtin error is undefined inside a function, so a bad timestamp is not valid
 _is_timestamp(value) if is_number(time.parse_rfc3339_ns(value))
 
 # a short JSON rendering of a value for messages
