@@ -15,12 +15,24 @@ INPUT_SCHEMA := pyagent/schemas/input.schema.json
 COVERAGE_MIN := 95
 PYTHON ?= python3
 
-.PHONY: help setup tools venv run serve test lint policy-test coverage pytest docs docs-check bench-policy clean
+.PHONY: help setup packages tools venv run serve test lint policy-test coverage pytest docs docs-check bench-policy clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: tools venv ## build pinned OPA and Regal, create .venv with the package and its test extras
+setup: packages tools venv ## install Debian packages, build pinned OPA and Regal, create .venv
+
+# Debian packages the tests run for real: Alertmanager routes alerts to the agent's webhook
+DEB_PACKAGES := prometheus-alertmanager
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+packages: ## apt-get the Debian packages the tests use, when any is missing
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 
 tools: $(TOOLS)/stamps/opa-$(OPA_VERSION) $(TOOLS)/stamps/regal-$(REGAL_VERSION)
 

@@ -1,0 +1,51 @@
+"""Serve the agent in-process for a test: waitress on a free loopback port, real OPA behind it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+from waitress.server import create_server
+
+from pyagent.app import Running, running_agent
+from pyagent.server import WebhookApp
+from pyagent.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[tuple[str, Running]]:
+    """The agent built from ``settings``, serving its webhook; yields its base URL."""
+    with running_agent(settings) as running:
+        app = WebhookApp(running.agent, settings.webhook_token, settings.max_body_bytes)
+        server = create_server(app, host="127.0.0.1", port=0, threads=4)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.effective_port}", running  # type: ignore[union-attr]
+        finally:
+            server.close()
+
+
+def example(name: str) -> dict[str, Any]:
+    """An example webhook payload from ``examples/alerts``."""
+    loaded: dict[str, Any] = json.loads((EXAMPLES / "alerts" / f"{name}.json").read_text())
+    return loaded
+
+
+def post(url: str, body: object, token: str | None = None) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(url + "/webhook/alertmanager", json=body, headers=headers, timeout=10)
+
+
+def records(state: Path, kind: str) -> list[dict[str, Any]]:
+    """The audit records of one kind, in order."""
+    lines = (state / "audit.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
