@@ -15,7 +15,7 @@ INPUT_SCHEMA := pyagent/schemas/input.schema.json
 COVERAGE_MIN := 95
 PYTHON ?= python3
 
-.PHONY: help setup packages tools venv run serve test lint policy-test coverage pytest docs docs-check bench-policy clean
+.PHONY: help setup packages tools venv run decide bench test lint policy-test coverage pytest docs docs-check bench-policy clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,11 +51,12 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-run: setup ## set up, then decide DESIGN.md's example input with an OPA started here
-	pyagent decide examples/input.json --explain
+run: setup ## set up, then serve the webhook on 127.0.0.1:9095 with its own OPA and the examples
+	pyagent history import examples/history.yaml --state-dir var
+	pyagent serve --config examples/config.yaml
 
-serve: setup ## set up, then serve the Alertmanager webhook on 127.0.0.1:9095 with its own OPA
-	pyagent serve --inventory examples/inventory.yaml
+decide: setup ## decide DESIGN.md's example policy input with an OPA started here
+	pyagent decide examples/input.json --explain
 
 test: setup lint policy-test coverage pytest docs-check ## set up, then run every gate and test
 
@@ -84,6 +85,10 @@ docs: ## regenerate the README's trigger table from the policy's METADATA
 docs-check: ## fail when the README's trigger table is stale
 	opa inspect -a --format json rego > $(TOOLS)/inspect.json
 	python3 scripts/trigger_table.py $(TOOLS)/inspect.json README.md --check
+
+bench: setup ## both benchmarks: the policy alone, then the agent end to end under load
+	python3 bench/policy_bench.py
+	python bench/e2e_bench.py
 
 bench-policy: tools ## opa bench on the decision for DESIGN.md's example input
 	python3 bench/policy_bench.py
