@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,15 +19,13 @@ import pytest
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from waitress.server import create_server
 
-from pyagent.app import Running, running_agent
+from pyagent.app import Running
 from pyagent.audit import verify
 from pyagent.opa import EmbeddedOpa, free_port
-from pyagent.server import WebhookApp
 from pyagent.settings import Settings
+from tests.serving import EXAMPLES, serve
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "am-s3cret-token"
 BINARY = "prometheus-alertmanager"
 DEADLINE = 30.0
@@ -116,14 +113,21 @@ def _wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADL
         time.sleep(0.05)
 
 
-def _ready(url: str, process: subprocess.Popen[bytes]) -> bool:
-    """Ready, or given up on: an exited process (say, the port was taken) never becomes ready."""
-    if process.poll() is not None:
-        return True
+def _ready(url: str) -> bool:
     try:
         return requests.get(url + "/-/ready", timeout=1).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def _came_up(url: str, process: subprocess.Popen[bytes]) -> bool:
+    """Whether Alertmanager answers ready; False once it has exited (say, its port was taken)."""
+    deadline = time.monotonic() + DEADLINE
+    while process.poll() is None and time.monotonic() < deadline:
+        if _ready(url):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -156,8 +160,7 @@ def _alertmanager(workdir: Path, webhook_url: str, credentials: str) -> Iterator
         with log.open("ab") as sink:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
         try:
-            _wait_until(lambda: _ready(url, process), "Alertmanager's /-/ready")
-            if process.poll() is None:
+            if _came_up(url, process):
                 yield Alertmanager(url, log)
                 return
         finally:
@@ -170,15 +173,11 @@ def served(tmp_path: Path, opa_server: EmbeddedOpa) -> Iterator[Served]:
     settings = Settings(
         state_dir=tmp_path / "agent",
         opa_url=opa_server.url,
-        inventory=ROOT / "examples" / "inventory.yaml",
+        inventory=EXAMPLES / "inventory.yaml",
         webhook_token=TOKEN,
     )
-    with running_agent(settings) as running:
-        app = WebhookApp(running.agent, settings.webhook_token, settings.max_body_bytes)
-        server = create_server(app, host="127.0.0.1", port=0, threads=4)
-        threading.Thread(target=server.run, daemon=True).start()
-        yield Served(f"http://127.0.0.1:{server.effective_port}", running, settings.state_dir)  # type: ignore[union-attr]
-        server.close()
+    with serve(settings) as (url, running):
+        yield Served(url, running, settings.state_dir)
 
 
 @pytest.fixture
@@ -213,6 +212,9 @@ def _counter(base_url: str, name: str, labels: dict[str, str]) -> float:
 
 
 def _oom_alert(starts_at: datetime, ends_at: datetime | None = None) -> dict[str, Any]:
+    """The OOM alert as a rule would post it. Tests start it a minute back: Alertmanager skips
+    group_wait for a new group whose alert started longer ago than that, so the first
+    notification goes out at once. Without ``ends_at`` it fires until resolve_timeout (5m)."""
     alert: dict[str, Any] = {
         "labels": OOM_LABELS,
         "annotations": {"summary": "checkout's app container was OOM-killed"},
@@ -246,9 +248,7 @@ def _first_decision(served: Served, manager: Alertmanager) -> dict[str, Any]:
     return decision
 
 
-def test_firing_alert_is_delivered_and_decided(
-    served: Served, start_alertmanager: StartAlertmanager
-) -> None:
+def test_firing_alert_is_delivered_and_decided(served: Served, start_alertmanager: StartAlertmanager) -> None:
     manager = start_alertmanager(TOKEN)
     decision = _first_decision(served, manager)
     assert {decision["fingerprint"]} == manager.fingerprints()
