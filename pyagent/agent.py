@@ -135,6 +135,16 @@ class Agent:
             self.store.close_incident(stored)
             self.audit.append("resolved", {"alert_id": stored.id, "fingerprint": alert.fingerprint})
             return
+        if self.store.close_if_resolved(stored):
+            self.audit.append(
+                "skipped",
+                {
+                    "alert_id": stored.id,
+                    "fingerprint": alert.fingerprint,
+                    "reason": "the alert resolved before it was decided; nothing to act on",
+                },
+            )
+            return
         context = gather(
             alert,
             self.clock(),

@@ -211,6 +211,23 @@ class Store:
 
         self._run(close)
 
+    def close_if_resolved(self, stored: StoredAlert) -> bool:
+        """Close a firing alert whose resolved notification is already recorded (deliveries can
+        be processed out of order); True when it was closed, so nothing must be decided."""
+        alert = stored.alert
+
+        def close(db: sqlite3.Connection) -> bool:
+            resolved = db.execute(
+                "SELECT 1 FROM alerts WHERE fingerprint = ? AND starts_at = ? AND status = 'resolved'",
+                (alert.fingerprint, alert.starts_at),
+            ).fetchone()
+            if resolved is None:
+                return False
+            db.execute("UPDATE alerts SET state = 'closed' WHERE id = ?", (stored.id,))
+            return True
+
+        return self._run(close)
+
     def record_decision(
         self, stored: StoredAlert, decision: dict[str, Any], input_hash: str
     ) -> tuple[str, bool] | None:

@@ -145,3 +145,23 @@ def test_recorded_but_undecided_alerts_are_decided_after_a_restart(
         assert running.agent.drain(30)
         assert 1 == running.agent.store.counts()["decisions"]
     assert 1 == len(records(tmp_path, "decision"))
+
+
+def test_alert_resolved_before_it_is_decided_is_not_acted_on(tmp_path: Path, opa_server: EmbeddedOpa) -> None:
+    """Workers may take a group's resolved notification before its firing one."""
+    from pyagent.alerts import parse_webhook  # noqa: PLC0415
+    from pyagent.store import Store  # noqa: PLC0415
+
+    resolved = _payload()
+    resolved["status"] = resolved["alerts"][0]["status"] = "resolved"
+    resolved["alerts"][0]["endsAt"] = "2026-11-26T12:10:00Z"
+    store = Store(tmp_path / "agent.db")  # both recorded; the agent stopped before deciding either
+    store.record_delivery(parse_webhook(json.dumps(_payload()).encode()))
+    store.record_delivery(parse_webhook(json.dumps(resolved).encode()))
+    store.close()
+    settings = Settings(state_dir=tmp_path, opa_url=opa_server.url, inventory=EXAMPLES / "inventory.yaml")
+    with running_agent(settings) as running:
+        assert running.agent.drain(30)
+        assert 0 == running.agent.store.counts()["decisions"]
+    assert 1 == len(records(tmp_path, "skipped"))
+    assert [] == records(tmp_path, "action_step")
