@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
@@ -83,19 +82,21 @@ class _Op(Generic[T]):
     """One unit of work for the writer thread, and its result once committed."""
 
     run: Callable[[sqlite3.Connection], T]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
     result: T | None = None
     error: BaseException | None = None
 
 
 class Store:
-    """SQLite in WAL mode with full fsync, written by one thread with group commit.
+    """SQLite in WAL mode with full fsync, with group commit.
 
-    Every operation is handed to the writer thread, which runs all the operations queued
-    at that moment in one transaction, each inside its own savepoint, and commits (one
-    fsync) before any of their callers returns. An operation that raises is rolled back
-    to its savepoint alone; a commit that fails fails every operation of the batch with
-    :class:`StoreUnavailable`. So each caller returns only once its write is durable.
+    A caller queues its operation, then takes the commit lock: if a caller before it has
+    already committed the operation, it returns at once; otherwise it runs every operation
+    queued so far in one transaction, each inside its own savepoint, and commits (one
+    fsync) for all of them. An operation that raises is rolled back to its savepoint
+    alone; a commit that fails fails every operation of the batch with
+    :class:`StoreUnavailable`. So each caller returns only once its write is durable, and
+    under load many callers share one fsync.
     """
 
     def __init__(self, path: Path) -> None:
@@ -108,36 +109,30 @@ class Store:
             self._db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"store {path}: {exc}") from exc
-        self._queue: queue.SimpleQueue[_Op[Any] | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="pyagent-store", daemon=True)
-        self._writer.start()
+        self._queued: list[_Op[Any]] = []
+        self._queue_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
         self._closed = False
 
-    def _run(self, run: Callable[[sqlite3.Connection], T], timeout: float | None = None) -> T:
+    def _run(self, run: Callable[[sqlite3.Connection], T], timeout: float = -1) -> T:
         """``run(connection)`` in a committed transaction; its result, or what it raised."""
-        if self._closed:
-            raise StoreUnavailable(f"store {self.path}: closed")
         op: _Op[T] = _Op(run)
-        self._queue.put(op)
-        if not op.done.wait(timeout):
+        with self._queue_lock:
+            self._queued.append(op)
+        if not self._commit_lock.acquire(timeout=timeout):
             raise StoreUnavailable(f"store {self.path}: no answer within {timeout} s")
+        try:
+            if not op.done:
+                if self._closed:
+                    raise StoreUnavailable(f"store {self.path}: closed")
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                self._commit(batch)
+        finally:
+            self._commit_lock.release()
         if op.error is not None:
             raise op.error
         return cast("T", op.result)
-
-    def _write_loop(self) -> None:
-        while (first := self._queue.get()) is not None:
-            batch = [first]
-            stop = False
-            while not self._queue.empty():
-                more = self._queue.get()
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            self._commit(batch)
-            if stop:
-                return
 
     def _commit(self, batch: list[_Op[Any]]) -> None:
         db = self._db
@@ -164,7 +159,7 @@ class Store:
                 op.error, op.result = StoreUnavailable(f"store {self.path}: {exc}"), None
         finally:
             for op in batch:
-                op.done.set()
+                op.done = True
 
     def record_delivery(self, delivery: Delivery) -> list[StoredAlert]:
         """Record every alert of a delivery; return those not seen before (re-deliveries are skipped)."""
@@ -307,9 +302,7 @@ class Store:
         return True
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._writer.join(timeout=10)
-        self._db.close()
+        with self._commit_lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
