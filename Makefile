@@ -22,8 +22,9 @@ help: ## list the targets
 
 setup: packages tools venv ## install Debian packages, build pinned OPA and Regal, create .venv
 
-# Debian packages the tests run for real: Alertmanager routes alerts to the agent's webhook
-DEB_PACKAGES := prometheus-alertmanager
+# Debian packages the tests run for real: Alertmanager routes alerts to the agent's webhook;
+# Prometheus serves error budgets, and its promtool tests the shipped rules
+DEB_PACKAGES := prometheus-alertmanager prometheus
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 packages: ## apt-get the Debian packages the tests use, when any is missing

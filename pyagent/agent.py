@@ -24,7 +24,7 @@ from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict, decide
-from pyagent.sources import Diagnoser, GuardrailSource, InventorySource
+from pyagent.sources import Diagnoser, ErrorBudgetSource, GuardrailSource, InventorySource
 from pyagent.sources.catalog import ActionCatalog
 from pyagent.sources.history_sqlite import HistorySQLite, OutcomeKind
 from pyagent.store import Store, StoredAlert
@@ -41,6 +41,7 @@ class Sources:
     diagnoser: Diagnoser
     guardrails: GuardrailSource
     catalog: ActionCatalog
+    budget: ErrorBudgetSource | None = None  # None: the inventory's error budget
 
 
 class Agent:
@@ -153,6 +154,7 @@ class Agent:
             self.sources.diagnoser,
             self.sources.guardrails,
             self.sources.catalog,
+            self.sources.budget,
         )
         policy_input = context.policy_input()
         verdict = self._decide(context, policy_input)

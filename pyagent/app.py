@@ -15,10 +15,12 @@ from pyagent.metrics import Metrics
 from pyagent.notifiers.console import ConsoleNotifier
 from pyagent.opa import EmbeddedOpa, OpaClient
 from pyagent.settings import Settings
+from pyagent.sources import ErrorBudgetSource
 from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser, rate_limit_window
 from pyagent.sources.guardrails import FileGuardrails
 from pyagent.sources.history_sqlite import HistorySQLite
 from pyagent.sources.inventory_file import InventoryFile
+from pyagent.sources.prometheus_budget import PrometheusErrorBudget
 from pyagent.store import Store
 
 
@@ -40,6 +42,19 @@ def build_sources(settings: Settings, history_path: Path) -> Sources:
         diagnoser=CatalogDiagnoser(),
         guardrails=FileGuardrails(settings.kill_switch_path, history, window, settings.kill_switch),
         catalog=catalog,
+        budget=_budget_source(settings),
+    )
+
+
+def _budget_source(settings: Settings) -> ErrorBudgetSource | None:
+    """The configured error-budget source; None keeps the inventory's figures."""
+    if settings.error_budget != "prometheus" or not settings.prometheus_url:
+        return None
+    return PrometheusErrorBudget(
+        settings.prometheus_url,
+        settings.prometheus_query,
+        max_sample_age=settings.prometheus_max_sample_age,
+        timeout=settings.prometheus_timeout,
     )
 
 

@@ -12,14 +12,16 @@ group Alertmanager truncated (``truncatedAlerts > 0``) is incomplete context too
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pyagent.alerts import Alert
 from pyagent.sources import (
+    BudgetFacts,
     Diagnoser,
     Diagnosis,
+    ErrorBudgetSource,
     GuardrailFacts,
     GuardrailSource,
     HistoryFacts,
@@ -134,14 +136,24 @@ def gather(  # noqa: PLR0913, PLR0917 - one argument per source: I/O is passed i
     diagnoser: Diagnoser,
     guardrails: GuardrailSource,
     catalog: ActionCatalog,
+    budget: ErrorBudgetSource | None = None,
 ) -> Context:
-    """Ask every source about ``alert`` at ``now``. Never raises for a source's failure."""
+    """Ask every source about ``alert`` at ``now``. Never raises for a source's failure.
+
+    With a ``budget`` source, the error budget comes from it instead of the inventory.
+    """
     diagnosis = _ask(lambda: diagnoser.diagnose(alert), lambda why: Diagnosis.unavailable(alert, why))
     stats = _ask(
         lambda: history.stats(diagnosis.pattern_id, diagnosis.action_type, now), HistoryFacts.worst_case
     )
     facts = _ask(lambda: inventory.lookup(alert), lambda why: InventoryFacts.worst_case(alert, why))
     state = _ask(lambda: guardrails.state(now), GuardrailFacts.worst_case)
+    budget_problems: tuple[str, ...] = ()
+    if budget is not None:
+        service, namespace = facts.service or facts.target.name, facts.target.namespace
+        reading = _ask(lambda: budget.remaining(service, namespace, now), BudgetFacts.worst_case)
+        facts = replace(facts, error_budget_remaining=reading.remaining)
+        budget_problems = reading.problems
     truncated = alert.truncated_alerts
     problems = (
         *([f"alertmanager: {truncated} alerts of the group were truncated"] if truncated > 0 else []),
@@ -149,6 +161,7 @@ def gather(  # noqa: PLR0913, PLR0917 - one argument per source: I/O is passed i
         *(f"history: {p}" for p in stats.problems),
         *(f"inventory: {p}" for p in facts.problems),
         *(f"guardrails: {p}" for p in state.problems),
+        *(f"error budget: {p}" for p in budget_problems),
     )
     return Context(
         now=now,

@@ -59,6 +59,7 @@ def evaluate(
             sources.diagnoser,
             sources.guardrails,
             sources.catalog,
+            sources.budget,
         )
         policy_input = context.policy_input()
         verdict = decide(client, policy_input, context.health_ceiling, context.problems)

@@ -13,6 +13,7 @@ import yaml
 
 from pyagent.errors import ConfigError
 from pyagent.opa import default_policy_dir
+from pyagent.sources.prometheus_budget import SLOTH_QUERY
 
 ENV_PREFIX = "PYAGENT_"
 
@@ -32,6 +33,11 @@ class Settings:
     splunk_url: str | None = None
     splunk_token: str | None = None
     workers: int = 4
+    error_budget: str = "inventory"  # or "prometheus"
+    prometheus_url: str | None = None
+    prometheus_query: str = SLOTH_QUERY
+    prometheus_max_sample_age: float = 300.0
+    prometheus_timeout: float = 2.0
     instance: str = field(default_factory=lambda: os.uname().nodename)
 
     @property
@@ -54,6 +60,8 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(value) if value is not None else None
         if "int" in str(kind):
             return int(value)
+        if "float" in str(kind):
+            return float(value)
         if "bool" in str(kind):
             return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
     except (TypeError, ValueError) as exc:
@@ -86,4 +94,12 @@ def load(config_file: Path | None, environ: Mapping[str, str], flags: Mapping[st
         if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in {f.name for f in fields(Settings)}
     }
     settings = _apply(settings, from_env, "environment")
-    return _apply(settings, dict(flags), "command line")
+    return _checked(_apply(settings, dict(flags), "command line"))
+
+
+def _checked(settings: Settings) -> Settings:
+    if settings.error_budget not in {"inventory", "prometheus"}:
+        raise ConfigError(f"error_budget: {settings.error_budget!r} is not inventory or prometheus")
+    if settings.error_budget == "prometheus" and not settings.prometheus_url:
+        raise ConfigError("error_budget is prometheus but prometheus_url is not set")
+    return settings

@@ -60,6 +60,7 @@ class InventoryFacts:
     frameworks: tuple[str, ...]
     error_budget_remaining: float
     problems: tuple[str, ...] = ()
+    service: str = ""  # the service the target belongs to, when the inventory knows it
 
     @classmethod
     def worst_case(
@@ -159,6 +160,23 @@ class GuardrailFacts:
     def worst_case(cls, problem: str) -> GuardrailFacts:
         """Kill switch on and the rate limit exhausted."""
         return cls(kill_switch=True, autonomous_actions_in_window=WORST_CASE_ACTIONS, problems=(problem,))
+
+
+@dataclass(frozen=True)
+class BudgetFacts:
+    """How much of a service's SLO error budget remains (1 untouched, 0 or less exhausted)."""
+
+    remaining: float
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def worst_case(cls, problem: str) -> BudgetFacts:
+        """The budget taken as exhausted: the policy freezes autonomy (tier 3)."""
+        return cls(remaining=0.0, problems=(problem,))
+
+
+class ErrorBudgetSource(Protocol):
+    def remaining(self, service: str, namespace: str, now: datetime) -> BudgetFacts: ...
 
 
 class InventorySource(Protocol):

@@ -208,6 +208,7 @@ def _facts(inventory: _Inventory, service: _Service, deployment: _Deployment) ->
         frameworks=service.frameworks,
         error_budget_remaining=service.error_budget_remaining,
         problems=problems,
+        service=service.name,
     )
 
 
