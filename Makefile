@@ -61,10 +61,12 @@ decide: setup ## decide DESIGN.md's example policy input with an OPA started her
 
 test: setup lint policy-test coverage pytest docs-check ## set up, then run every gate and test
 
-lint: ## opa fmt, opa check --strict with the input schema, Regal, ruff, mypy
+lint: ## opa fmt, opa check --strict with the input schema, Regal, promtool, ruff, mypy
 	opa fmt --list --fail $(REGO)
 	opa check --strict --schema $(INPUT_SCHEMA) $(REGO)
 	regal lint $(REGO)
+	promtool check rules deploy/prometheus/pyagent-rules.yml
+	promtool test rules deploy/prometheus/pyagent-rules.test.yml
 	ruff check pyagent tests scripts bench
 	ruff format --check pyagent tests scripts bench
 	mypy
