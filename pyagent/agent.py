@@ -244,5 +244,8 @@ class Agent:
                 "clamped_from": verdict.clamped_from,
                 "context_problems": list(context.problems),
                 "diagnosis": context.diagnosis.summary,
+                "confidence": {"value": context.diagnosis.confidence, **context.diagnosis.components},
+                "analysis": context.diagnosis.analysis,
+                "diagnosis_notes": list(context.diagnosis.notes),
             },
         )

@@ -16,10 +16,13 @@ from pyagent.notifiers.console import ConsoleNotifier
 from pyagent.opa import EmbeddedOpa, OpaClient
 from pyagent.settings import Settings
 from pyagent.sources import ErrorBudgetSource
-from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser, rate_limit_window
+from pyagent.sources.catalog import ActionCatalog, rate_limit_window
+from pyagent.sources.composite import CompositeDiagnoser
 from pyagent.sources.guardrails import FileGuardrails
 from pyagent.sources.history_sqlite import HistorySQLite
+from pyagent.sources.holmes import HolmesClient
 from pyagent.sources.inventory_file import InventoryFile
+from pyagent.sources.model import ChatModel
 from pyagent.sources.prometheus_budget import PrometheusErrorBudget
 from pyagent.store import Store
 
@@ -39,11 +42,24 @@ def build_sources(settings: Settings, history_path: Path) -> Sources:
     return Sources(
         inventory=InventoryFile(settings.inventory),
         history=history,
-        diagnoser=CatalogDiagnoser(),
+        diagnoser=_diagnoser(settings),
         guardrails=FileGuardrails(settings.kill_switch_path, history, window, settings.kill_switch),
         catalog=catalog,
         budget=_budget_source(settings),
     )
+
+
+def _diagnoser(settings: Settings) -> CompositeDiagnoser:
+    """The catalog, with the model and HolmesGPT when they are configured."""
+    model = None
+    if settings.llm_url and settings.llm_model:
+        model = ChatModel(
+            settings.llm_url, settings.llm_model, api_key=settings.llm_api_key, timeout=settings.llm_timeout
+        )
+    holmes = (
+        HolmesClient(settings.holmes_url, timeout=settings.holmes_timeout) if settings.holmes_url else None
+    )
+    return CompositeDiagnoser(model, holmes, cap_without_logprobs=settings.confidence_cap_without_logprobs)
 
 
 def _budget_source(settings: Settings) -> ErrorBudgetSource | None:

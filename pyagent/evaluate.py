@@ -38,6 +38,8 @@ class Evaluation:
             "input_hash": self.verdict.input_hash,
             "context_problems": list(self.context.problems),
             "diagnosis": self.context.diagnosis.summary,
+            "confidence": {"value": self.context.diagnosis.confidence, **self.context.diagnosis.components},
+            "analysis": self.context.diagnosis.analysis,
             "input": self.context.policy_input(),
             "plan": self.plan,
         }

@@ -38,6 +38,13 @@ class Settings:
     prometheus_query: str = SLOTH_QUERY
     prometheus_max_sample_age: float = 300.0
     prometheus_timeout: float = 2.0
+    llm_url: str | None = None  # OpenAI-compatible base URL, e.g. http://litellm:4000/v1
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout: float = 10.0
+    confidence_cap_without_logprobs: float = 0.84
+    holmes_url: str | None = None
+    holmes_timeout: float = 60.0
     instance: str = field(default_factory=lambda: os.uname().nodename)
 
     @property
@@ -102,4 +109,6 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError(f"error_budget: {settings.error_budget!r} is not inventory or prometheus")
     if settings.error_budget == "prometheus" and not settings.prometheus_url:
         raise ConfigError("error_budget is prometheus but prometheus_url is not set")
+    if bool(settings.llm_url) != bool(settings.llm_model):
+        raise ConfigError("llm_url and llm_model go together: set both or neither")
     return settings

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,6 +92,72 @@ class FakeHec:
 
     def close(self) -> None:
         self.gate.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a fake JSON API answers: a status, a JSON body, and how long to wait first."""
+
+    status: int
+    body: object
+    delay: float = 0.0
+
+
+Responder = Callable[[str, dict[str, Any]], Answer]
+
+
+class _JsonServer(ThreadingHTTPServer):
+    fake: FakeJsonApi
+
+
+class _JsonHandler(BaseHTTPRequestHandler):
+    server: _JsonServer
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        request: dict[str, Any] = json.loads(raw)
+        answer = self.server.fake.answer(self.path, request, self.headers.get("Authorization"))
+        time.sleep(answer.delay)
+        data = json.dumps(answer.body).encode()
+        try:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass  # the client gave up (a timeout test)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class names it
+        """Keep test output quiet."""
+
+
+class FakeJsonApi:
+    """A JSON-over-HTTP service on 127.0.0.1 (an LLM endpoint, HolmesGPT): records each
+    request with its Authorization header and answers with ``responder(path, body)``."""
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+        self.requests: list[tuple[str, dict[str, Any], str | None]] = []
+        self._lock = threading.Lock()
+        self._server = _JsonServer(("127.0.0.1", 0), _JsonHandler)
+        self._server.fake = self
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def answer(self, path: str, body: dict[str, Any], authorization: str | None) -> Answer:
+        with self._lock:
+            self.requests.append((path, body, authorization))
+        return self.responder(path, body)
+
+    def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()

@@ -127,6 +127,10 @@ class Diagnosis:
     summary: str
     evidence: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     problems: tuple[str, ...] = ()
+    # how the confidence was computed (formula version and every component), for the audit
+    components: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    analysis: str | None = None  # an investigator's text for humans; never raises confidence
+    notes: tuple[str, ...] = ()  # what went wrong without lowering autonomy (e.g. no analysis)
 
     @classmethod
     def unavailable(cls, alert: Alert, problem: str) -> Diagnosis:
