@@ -31,7 +31,20 @@ def serve(settings: Settings) -> Iterator[tuple[str, Running]]:
         try:
             yield f"http://127.0.0.1:{server.effective_port}", running  # type: ignore[union-attr]
         finally:
-            server.close()
+            _stop(server, thread)
+
+
+def _stop(server: Any, thread: threading.Thread) -> None:
+    """Close every socket from the server's own loop thread, so the loop ends instead of
+    polling descriptors closed under it; then stop its task threads."""
+
+    def close_all() -> None:
+        for channel in list(server._map.values()):  # waitress has no public stop
+            channel.close()
+
+    server.trigger.pull_trigger(close_all)
+    thread.join(timeout=10)
+    server.task_dispatcher.shutdown()
 
 
 def example(name: str) -> dict[str, Any]:
