@@ -15,7 +15,7 @@ INPUT_SCHEMA := pyagent/schemas/input.schema.json
 COVERAGE_MIN := 95
 PYTHON ?= python3
 
-.PHONY: help setup packages tools venv run decide bench test lint policy-test coverage pytest docs docs-check bench-policy clean
+.PHONY: help setup packages tools kube-apiserver venv run decide bench test lint policy-test coverage pytest docs docs-check bench-policy clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ packages: ## apt-get the Debian packages the tests use, when any is missing
 	fi
 
 tools: $(TOOLS)/stamps/opa-$(OPA_VERSION) $(TOOLS)/stamps/regal-$(REGAL_VERSION)
+
+kube-apiserver: ## build the pinned kube-apiserver into .tools/bin (about 5 min cold); apt-get etcd-server
+	tools/build-kube-apiserver.sh
 
 $(TOOLS)/stamps/opa-$(OPA_VERSION): tools/versions.mk tools/go-install.sh
 	tools/go-install.sh opa github.com/open-policy-agent/opa $(OPA_VERSION)
