@@ -94,15 +94,7 @@ def _policy_input(template: dict[str, Any], state: Path) -> dict[str, Any]:
     """The input the agent sends OPA for the benchmark's alert, built by the agent's own stages."""
     [alert] = parse_webhook(json.dumps(template).encode()).alerts
     sources = build_sources(Settings(state_dir=state, inventory=INVENTORY), state / "baseline-history.db")
-    context = gather(
-        alert,
-        datetime.now(UTC),
-        sources.inventory,
-        sources.history,
-        sources.diagnoser,
-        sources.guardrails,
-        sources.catalog,
-    )
+    context = gather(alert, datetime.now(UTC), sources)
     return context.policy_input()
 
 

@@ -11,37 +11,24 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
-from pyagent.context import Context, gather
+from pyagent.context import Context, Sources, gather
 from pyagent.dispatch import Case, Hands, dispatch
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict, decide
-from pyagent.sources import Diagnoser, ErrorBudgetSource, GuardrailSource, InventorySource
-from pyagent.sources.catalog import ActionCatalog
-from pyagent.sources.history_sqlite import HistorySQLite, OutcomeKind
+from pyagent.sources.history_sqlite import OutcomeKind
 from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
 
 EXECUTED = {"success", "verification_failed", "error"}
-
-
-@dataclass(frozen=True)
-class Sources:
-    inventory: InventorySource
-    history: HistorySQLite
-    diagnoser: Diagnoser
-    guardrails: GuardrailSource
-    catalog: ActionCatalog
-    budget: ErrorBudgetSource | None = None  # None: the inventory's error budget
 
 
 class Agent:
@@ -146,16 +133,7 @@ class Agent:
                 },
             )
             return
-        context = gather(
-            alert,
-            self.clock(),
-            self.sources.inventory,
-            self.sources.history,
-            self.sources.diagnoser,
-            self.sources.guardrails,
-            self.sources.catalog,
-            self.sources.budget,
-        )
+        context = gather(alert, self.clock(), self.sources)
         policy_input = context.policy_input()
         verdict = self._decide(context, policy_input)
         recorded = self.store.record_decision(stored, verdict.decision.to_json(), verdict.input_hash)

@@ -7,8 +7,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyagent.agent import Agent, Sources
+from pyagent.agent import Agent
 from pyagent.audit import AuditLog, SplunkForwarder
+from pyagent.context import Sources
 from pyagent.dispatch import Hands
 from pyagent.executors.dryrun import DryRunExecutor
 from pyagent.metrics import Metrics

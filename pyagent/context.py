@@ -25,11 +25,11 @@ from pyagent.sources import (
     GuardrailFacts,
     GuardrailSource,
     HistoryFacts,
-    HistorySource,
     InventoryFacts,
     InventorySource,
 )
 from pyagent.sources.catalog import ActionCatalog, ActionSpec
+from pyagent.sources.history_sqlite import HistorySQLite
 
 HEALTHY_CEILING = 4
 DEGRADED_CEILING = 1
@@ -128,20 +128,25 @@ def _ask(call: Callable[[], T], worst: Callable[[str], T]) -> T:
         return worst(f"{type(exc).__name__}: {exc}")
 
 
-def gather(  # noqa: PLR0913, PLR0917 - one argument per source: I/O is passed in
-    alert: Alert,
-    now: datetime,
-    inventory: InventorySource,
-    history: HistorySource,
-    diagnoser: Diagnoser,
-    guardrails: GuardrailSource,
-    catalog: ActionCatalog,
-    budget: ErrorBudgetSource | None = None,
-) -> Context:
+@dataclass(frozen=True)
+class Sources:
+    """The context sources, one per kind, chosen by configuration (see :mod:`pyagent.app`)."""
+
+    inventory: InventorySource
+    history: HistorySQLite  # the agent also records incidents and actions in it
+    diagnoser: Diagnoser
+    guardrails: GuardrailSource
+    catalog: ActionCatalog
+    budget: ErrorBudgetSource | None = None  # None: the inventory's error budget
+
+
+def gather(alert: Alert, now: datetime, sources: Sources) -> Context:
     """Ask every source about ``alert`` at ``now``. Never raises for a source's failure.
 
     With a ``budget`` source, the error budget comes from it instead of the inventory.
     """
+    inventory, history, diagnoser = sources.inventory, sources.history, sources.diagnoser
+    guardrails, budget = sources.guardrails, sources.budget
     diagnosis = _ask(lambda: diagnoser.diagnose(alert), lambda why: Diagnosis.unavailable(alert, why))
     stats = _ask(
         lambda: history.stats(diagnosis.pattern_id, diagnosis.action_type, now), HistoryFacts.worst_case
@@ -170,6 +175,6 @@ def gather(  # noqa: PLR0913, PLR0917 - one argument per source: I/O is passed i
         history=stats,
         inventory=facts,
         guardrails=state,
-        action=catalog.spec(diagnosis.action_type),
+        action=sources.catalog.spec(diagnosis.action_type),
         problems=problems,
     )

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pyagent.agent import Sources
 from pyagent.alerts import Alert, Delivery
-from pyagent.context import Context, gather
+from pyagent.context import Context, Sources, gather
 from pyagent.executors import Executor, ProposedAction
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict, decide
@@ -53,16 +52,7 @@ def evaluate(
     for alert in delivery.alerts:
         if alert.status == "resolved":
             continue
-        context = gather(
-            alert,
-            now,
-            sources.inventory,
-            sources.history,
-            sources.diagnoser,
-            sources.guardrails,
-            sources.catalog,
-            sources.budget,
-        )
+        context = gather(alert, now, sources)
         policy_input = context.policy_input()
         verdict = decide(client, policy_input, context.health_ceiling, context.problems)
         acts = verdict.decision.level >= 2

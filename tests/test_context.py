@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pyagent.alerts import Alert
-from pyagent.context import Context, gather
+from pyagent.context import Context, Sources, gather
 from pyagent.contract import validate
 from pyagent.sources import Diagnoser, Diagnosis, InventoryFacts, InventorySource
 from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser
@@ -94,7 +94,8 @@ def run(
 ) -> tuple[Context, dict[str, Any]]:
     """Gather for ``subject`` and return the context with its validated policy input."""
     guardrails = FileGuardrails(tmp_path / "kill-switch", history.count_autonomous_actions, 3600)
-    context = gather(subject, NOW, inventory, history, diagnoser or CatalogDiagnoser(), guardrails, CATALOG)
+    sources = Sources(inventory, history, diagnoser or CatalogDiagnoser(), guardrails, CATALOG)
+    context = gather(subject, NOW, sources)
     document = context.policy_input()
     validate("input", document)
     return context, document
