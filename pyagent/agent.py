@@ -141,19 +141,22 @@ class Agent:
             return  # decided by another worker already
         decision_id, opened = recorded
         self._audit_decision(stored, context, policy_input, verdict, decision_id)
-        history_problem = None
-        try:
-            if opened:
-                self.sources.history.record_incident(
+        incident_id, history_problem = None, None
+        if opened:
+            try:
+                incident_id = self.sources.history.record_incident(
                     alert.fingerprint, context.diagnosis.pattern_id, alert.name, context.now
                 )
-        except HistoryError as exc:
-            history_problem = str(exc)
+            except HistoryError as exc:
+                self.metrics.errors.labels("history").inc()
+                history_problem = str(exc)
         action = ProposedAction.from_policy_input(policy_input)
         case = Case(alert, decision_id, verdict, action, context.diagnosis.summary)
         outcome = dispatch(case, self.hands)
-        if outcome in EXECUTED:
-            history_problem = self._remember(alert.fingerprint, action, verdict, outcome, context.now)
+        if outcome in EXECUTED and history_problem is None:
+            history_problem = self._remember(
+                incident_id, alert.fingerprint, action, verdict, outcome, context.now
+            )
         self.audit.append(
             "outcome",
             {
@@ -165,14 +168,23 @@ class Agent:
             },
         )
 
-    def _remember(
-        self, fingerprint: str, action: ProposedAction, verdict: Verdict, outcome: str, now: datetime
+    def _remember(  # noqa: PLR0913, PLR0917 - the action, where it belongs, and when
+        self,
+        incident_id: int | None,
+        fingerprint: str,
+        action: ProposedAction,
+        verdict: Verdict,
+        outcome: str,
+        now: datetime,
     ) -> str | None:
         """Record an executed action in history: it counts toward the autonomous rate limit, and
-        its outcome (unless the executor only simulated it) toward consistency. Returns a problem."""
+        its outcome (unless the executor only simulated it) toward consistency. ``incident_id``
+        is the history incident just recorded, or None to look up the alert's latest one.
+        Returns a problem."""
         history = self.sources.history
         try:
-            incident_id = history.latest_incident(fingerprint)
+            if incident_id is None:
+                incident_id = history.latest_incident(fingerprint)
             if incident_id is None:
                 return f"history: no incident recorded for {fingerprint}; action not recorded"
             action_id = history.record_action(incident_id, action.type, verdict.decision.level, now)
