@@ -10,7 +10,7 @@ a missing or broken backend.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol
@@ -133,23 +133,30 @@ class Diagnosis:
     notes: tuple[str, ...] = ()  # what went wrong without lowering autonomy (e.g. no analysis)
 
     @classmethod
-    def unavailable(cls, alert: Alert, problem: str) -> Diagnosis:
-        """No diagnosis at all: the policy sends this to level 0."""
+    def novel(
+        cls, alert: Alert, summary: str, problems: tuple[str, ...] = (), *, available: bool = True
+    ) -> Diagnosis:
+        """No known pattern: id ``novel:<alertname>``, no action, no confidence."""
         return cls(
-            available=False,
+            available=available,
             pattern_id=f"novel:{alert.name or 'unknown'}",
             known=False,
             action_type=NO_ACTION,
             replicas_delta=0,
             confidence=0.0,
-            summary="no diagnosis: the diagnoser failed",
-            problems=(problem,),
+            summary=summary,
+            problems=problems,
         )
+
+    @classmethod
+    def unavailable(cls, alert: Alert, problem: str) -> Diagnosis:
+        """No diagnosis at all: the policy sends this to level 0."""
+        return cls.novel(alert, "no diagnosis: the diagnoser failed", (problem,), available=False)
 
     @classmethod
     def untrusted(cls, alert: Alert, reason: str) -> Diagnosis:
         """No diagnosis by choice (not a failure): the policy sends this to level 0."""
-        return replace(cls.unavailable(alert, reason), summary=f"no diagnosis: {reason}", problems=())
+        return cls.novel(alert, f"no diagnosis: {reason}", available=False)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import Any
 
 from pyagent.alerts import Alert
 from pyagent.errors import ConfigError
-from pyagent.sources import NO_ACTION, Diagnosis
+from pyagent.sources import Diagnosis
 
 EVIDENCE_STEP = 0.05
 CONFIDENCE_CAP = 0.95
@@ -157,16 +157,8 @@ class CatalogDiagnoser:
         pattern = next((p for p in self._patterns if p.matches(alert)), None)
         annotated, problems = _annotated(alert)
         if pattern is None:
-            return Diagnosis(
-                available=True,
-                pattern_id=f"novel:{alert.name or 'unknown'}",
-                known=False,
-                action_type=NO_ACTION,
-                replicas_delta=0,
-                confidence=0.0,
-                summary=f"{alert.name or 'an unnamed alert'} matches no known pattern",
-                problems=tuple(problems),
-            )
+            summary = f"{alert.name or 'an unnamed alert'} matches no known pattern"
+            return Diagnosis.novel(alert, summary, tuple(problems))
         evidence = _evidence(alert)
         matched = {k: alert.labels[k] for k in pattern.labels if k in alert.labels}
         heuristic = round(min(CONFIDENCE_CAP, pattern.base_confidence + EVIDENCE_STEP * len(evidence)), 4)
