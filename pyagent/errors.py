@@ -30,6 +30,11 @@ class InvalidDocument(PyagentError):
         self.message = message
 
 
+class ServiceError(PyagentError):
+    """A service (OPA, a model endpoint, HolmesGPT) gave no usable answer: unreachable, timed
+    out, an error status, or an answer that is not what its protocol promises."""
+
+
 class PolicyError(PyagentError):
     """OPA gave no usable decision. The agent falls back to level 1 with ``reason``."""
 

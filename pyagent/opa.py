@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -29,7 +28,9 @@ from pyagent.errors import (
     PolicyEngineUnavailable,
     PolicyInvalid,
     PolicyUndefined,
+    ServiceError,
 )
+from pyagent.jsonhttp import post_json
 
 DECISION_PATH = "/v1/data/escalation/decision"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -82,21 +83,15 @@ class OpaClient:
     def decide_raw(self, policy_input: object) -> object:
         """The ``result`` OPA returns for this input, unvalidated."""
         try:
-            response = self.session.post(
+            body = post_json(
+                self.session,
                 self.base_url + DECISION_PATH,
-                json={"input": policy_input},
-                timeout=(self.timeouts.connect, self.timeouts.read),
+                {"input": policy_input},
+                (self.timeouts.connect, self.timeouts.read),
+                f"OPA at {self.base_url}",
             )
-        except requests.RequestException as exc:
-            raise PolicyEngineUnavailable(f"OPA at {self.base_url}: {exc}") from exc
-        if response.status_code != 200:
-            raise PolicyEngineUnavailable(
-                f"OPA at {self.base_url} answered {response.status_code}: {response.text[:200]}"
-            )
-        try:
-            body: Any = response.json()
-        except ValueError as exc:
-            raise PolicyEngineUnavailable(f"OPA at {self.base_url} answered non-JSON") from exc
+        except ServiceError as exc:
+            raise PolicyEngineUnavailable(str(exc)) from exc
         if not isinstance(body, dict) or "result" not in body:
             raise PolicyUndefined(f"OPA at {self.base_url} returned no result for {DECISION_PATH}")
         return body["result"]

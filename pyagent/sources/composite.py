@@ -27,6 +27,7 @@ from dataclasses import replace
 from types import MappingProxyType
 
 from pyagent.alerts import Alert
+from pyagent.errors import ServiceError
 from pyagent.sources import Diagnosis
 from pyagent.sources.catalog import PATTERNS, CatalogDiagnoser, Pattern
 from pyagent.sources.holmes import HolmesClient
@@ -73,7 +74,7 @@ class CompositeDiagnoser:
         if self.model is not None:
             try:
                 choice = self.model.choose(alert, self.patterns)
-            except (RuntimeError, ValueError) as exc:
+            except (ServiceError, ValueError) as exc:
                 confidence = min(heuristic, self.cap)
                 problems = (*problems, f"model: {exc}")
                 components.update(model=self.model.model, model_error=str(exc), cap=self.cap)
@@ -101,5 +102,5 @@ class CompositeDiagnoser:
             return None, ()
         try:
             return self.holmes.investigate(alert), ()
-        except (RuntimeError, TypeError) as exc:
+        except ServiceError as exc:
             return None, (f"no analysis: {exc}",)

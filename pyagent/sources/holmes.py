@@ -8,11 +8,11 @@ analysis, and the reason is noted.
 
 from __future__ import annotations
 
-from typing import Any
-
 import requests
 
 from pyagent.alerts import Alert
+from pyagent.errors import ServiceError
+from pyagent.jsonhttp import post_json
 
 
 class HolmesClient:
@@ -22,7 +22,7 @@ class HolmesClient:
         self.session = session or requests.Session()
 
     def investigate(self, alert: Alert) -> str:
-        """The analysis text. Raises ``RuntimeError`` or ``TypeError`` naming what went wrong."""
+        """The analysis text. Raises :class:`ServiceError` naming what went wrong."""
         body = {
             "source": "prometheus",
             "title": alert.annotations.get("summary") or alert.name,
@@ -36,17 +36,9 @@ class HolmesClient:
             "include_tool_calls": False,
             "include_tool_call_results": False,
         }
-        try:
-            response = self.session.post(self.url + "/api/investigate", json=body, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise RuntimeError(f"HolmesGPT at {self.url}: {exc}") from exc
-        if response.status_code != 200:
-            raise RuntimeError(f"HolmesGPT at {self.url} answered {response.status_code}")
-        try:
-            found: Any = response.json()
-            analysis = found["analysis"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RuntimeError(f"HolmesGPT at {self.url}: no analysis in the answer ({exc})") from exc
+        who = f"HolmesGPT at {self.url}"
+        found = post_json(self.session, self.url + "/api/investigate", body, self.timeout, who)
+        analysis = found.get("analysis") if isinstance(found, dict) else None
         if not isinstance(analysis, str):
-            raise TypeError(f"HolmesGPT at {self.url}: analysis is not text")
+            raise ServiceError(f"{who}: no analysis text in the answer")
         return analysis

@@ -19,6 +19,8 @@ from typing import Any
 import requests
 
 from pyagent.alerts import Alert
+from pyagent.errors import ServiceError
+from pyagent.jsonhttp import post_json
 from pyagent.sources.catalog import Pattern
 
 NONE_OF_THEM = "0"
@@ -70,7 +72,7 @@ class ChatModel:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
 
     def choose(self, alert: Alert, patterns: tuple[Pattern, ...]) -> ModelChoice:
-        """The model's choice. Raises ``RuntimeError`` naming what went wrong."""
+        """The model's choice. Raises :class:`ServiceError` naming what went wrong."""
         if len(patterns) > 9:
             raise ValueError("at most 9 patterns fit a one-digit answer")
         body = {
@@ -84,22 +86,16 @@ class ChatModel:
             "logprobs": True,
             "top_logprobs": 5,
         }
+        who = f"model endpoint {self.base_url}"
+        found = post_json(self.session, self.base_url + "/chat/completions", body, self.timeout, who)
         try:
-            response = self.session.post(self.base_url + "/chat/completions", json=body, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise RuntimeError(f"model endpoint {self.base_url}: {exc}") from exc
-        if response.status_code != 200:
-            raise RuntimeError(
-                f"model endpoint {self.base_url} answered {response.status_code}: {response.text[:200]}"
-            )
-        try:
-            choice = response.json()["choices"][0]
+            choice = found["choices"][0]
             answer = str(choice["message"]["content"]).strip()
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise RuntimeError(f"model endpoint {self.base_url}: malformed answer ({exc})") from exc
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ServiceError(f"{who}: malformed answer ({exc})") from exc
         index = int(answer[:1]) if answer[:1].isdigit() else -1
         if not 0 <= index <= len(patterns):
-            raise RuntimeError(f"model answered {answer[:20]!r}, not a number from 0 to {len(patterns)}")
+            raise ServiceError(f"model answered {answer[:20]!r}, not a number from 0 to {len(patterns)}")
         pattern_id = None if index == 0 else patterns[index - 1].id
         return ModelChoice(pattern_id, _probability(choice.get("logprobs"), answer[:1]), self.model)
 
