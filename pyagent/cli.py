@@ -7,11 +7,13 @@ import json
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+from click.decorators import FC
 
 from pyagent import settings as settings_module
 from pyagent.alerts import parse_webhook
@@ -45,6 +47,25 @@ def _settings(config_file: Path | None, **flags: Any) -> settings_module.Setting
         raise click.ClickException(str(exc)) from exc
 
 
+opa_url_option = click.option(
+    "--opa-url", help="An OPA to ask; without it, one is started on the policy directory."
+)
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML settings file (see examples/config.yaml).",
+)
+inventory_option = click.option(
+    "--inventory", type=click.Path(dir_okay=False, path_type=Path), help="Inventory YAML file."
+)
+
+
+def state_dir_option(purpose: str) -> Callable[[FC], FC]:
+    """``--state-dir``, with what the command uses it for."""
+    return click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help=purpose)
+
+
 def explain(decision: Decision) -> str:
     """A decision as a person reads it: level, what the agent will do, and every reason."""
     does = {
@@ -76,7 +97,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--opa-url", help="An OPA to ask; without it, one is started on the policy directory.")
+@opa_url_option
 @click.option("--opa-binary", help="The opa binary to start (default: opa on PATH, then .tools/bin/opa).")
 @click.option(
     "--policy-dir",
@@ -110,12 +131,10 @@ def decide(
 
 @main.command()
 @click.option("--listen", help="HOST:PORT to serve on (default 127.0.0.1:9095).")
-@click.option(
-    "--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Store, audit log (default ./var)."
-)
-@click.option("--opa-url", help="An OPA to ask; without it, one is started on the policy directory.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--inventory", type=click.Path(dir_okay=False, path_type=Path), help="Inventory YAML file.")
+@state_dir_option("Store, audit log (default ./var).")
+@opa_url_option
+@config_option
+@inventory_option
 def serve(
     listen: str | None,
     state_dir: Path | None,
@@ -170,14 +189,10 @@ def audit_verify(path: Path) -> None:
 
 @main.command()
 @click.argument("payload_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Whose history to read (default ./var).",
-)
-@click.option("--opa-url", help="An OPA to ask; without it, one is started on the policy directory.")
-@click.option("--inventory", type=click.Path(dir_okay=False, path_type=Path), help="Inventory YAML file.")
+@config_option
+@state_dir_option("Whose history to read (default ./var).")
+@opa_url_option
+@inventory_option
 @click.option(
     "--now",
     type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%z"]),
@@ -248,12 +263,8 @@ def history() -> None:
 
 @history.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where history.db is (default ./var).",
-)
+@config_option
+@state_dir_option("Where history.db is (default ./var).")
 def history_import(file: Path, config_file: Path | None, state_dir: Path | None) -> None:
     """Import past incidents from a YAML FILE (see examples/history.yaml); importing twice adds nothing."""
     settings = _settings(config_file, state_dir=state_dir)
