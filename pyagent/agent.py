@@ -234,7 +234,7 @@ class Agent:
                 "clamped_from": verdict.clamped_from,
                 "context_problems": list(context.problems),
                 "diagnosis": context.diagnosis.summary,
-                "confidence": {"value": context.diagnosis.confidence, **context.diagnosis.components},
+                "confidence": context.diagnosis.confidence_record(),
                 "analysis": context.diagnosis.analysis,
                 "diagnosis_notes": list(context.diagnosis.notes),
             },

@@ -37,7 +37,7 @@ class Evaluation:
             "input_hash": self.verdict.input_hash,
             "context_problems": list(self.context.problems),
             "diagnosis": self.context.diagnosis.summary,
-            "confidence": {"value": self.context.diagnosis.confidence, **self.context.diagnosis.components},
+            "confidence": self.context.diagnosis.confidence_record(),
             "analysis": self.context.diagnosis.analysis,
             "input": self.context.policy_input(),
             "plan": self.plan,

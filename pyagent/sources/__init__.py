@@ -132,6 +132,10 @@ class Diagnosis:
     analysis: str | None = None  # an investigator's text for humans; never raises confidence
     notes: tuple[str, ...] = ()  # what went wrong without lowering autonomy (e.g. no analysis)
 
+    def confidence_record(self) -> dict[str, object]:
+        """The confidence with how it was computed, as decisions record it."""
+        return {"value": self.confidence, **self.components}
+
     @classmethod
     def novel(
         cls, alert: Alert, summary: str, problems: tuple[str, ...] = (), *, available: bool = True

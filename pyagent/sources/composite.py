@@ -68,7 +68,7 @@ class CompositeDiagnoser:
         if not base.available:
             return base
         analysis, notes = self._analysis(alert)
-        heuristic = base.confidence if base.known else 0.0
+        heuristic = base.confidence  # 0 when no pattern matched
         components: dict[str, object] = {"formula": FORMULA, "heuristic": heuristic}
         confidence, problems = base.confidence, base.problems
         if self.model is not None:
