@@ -37,7 +37,7 @@ packages: ## apt-get the Debian packages the tests use, when any is missing
 
 tools: $(TOOLS)/stamps/opa-$(OPA_VERSION) $(TOOLS)/stamps/regal-$(REGAL_VERSION)
 
-kube-apiserver: ## build the pinned kube-apiserver into .tools/bin (about 5 min cold); apt-get etcd-server
+kube-apiserver: ## build the pinned kube-apiserver into .tools/bin (about 5 min cold), apt-get etcd-server
 	tools/build-kube-apiserver.sh
 
 $(TOOLS)/stamps/opa-$(OPA_VERSION): tools/versions.mk tools/go-install.sh
@@ -62,7 +62,7 @@ run: setup ## set up, then serve the webhook on 127.0.0.1:9095 with its own OPA 
 decide: setup ## decide DESIGN.md's example policy input with an OPA started here
 	pyagent decide examples/input.json --explain
 
-test: setup lint policy-test coverage pytest docs-check ## set up, then run every gate and test
+test: setup kube-apiserver lint policy-test coverage pytest docs-check ## set up (and build kube-apiserver), then run every gate and test
 
 lint: ## opa fmt, opa check --strict with the input schema, Regal, promtool, ruff, mypy
 	opa fmt --list --fail $(REGO)

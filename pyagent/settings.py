@@ -45,6 +45,10 @@ class Settings:
     confidence_cap_without_logprobs: float = 0.84
     holmes_url: str | None = None
     holmes_timeout: float = 60.0
+    kubeconfig: Path | None = None  # a kubeconfig file; unset means ~/.kube/config or KUBECONFIG
+    kube_context: str | None = None
+    kube_in_cluster: bool = False  # use the pod's service account instead of a kubeconfig
+    kube_timeout: float = 3.0
     instance: str = field(default_factory=lambda: os.uname().nodename)
 
     @property
