@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pyagent.opa import EmbeddedOpa, OpaClient, default_policy_dir
+from tests.kube import KubeCluster, kube_apiserver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +28,15 @@ def opa(opa_server: EmbeddedOpa) -> Iterator[OpaClient]:
     client = OpaClient(opa_server.url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """A real kube-apiserver on a real etcd, for the whole session (no controllers run).
+
+    Tests share it: each creates its own namespaces, with names of its own."""
+    with kube_apiserver(tmp_path_factory.mktemp("kube")) as cluster:
+        yield cluster
 
 
 @pytest.fixture
