@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
+from pyagent.briefing import Briefing
 from pyagent.context import Context, Sources, gather
 from pyagent.dispatch import Case, Hands, dispatch
 from pyagent.errors import HistoryError
@@ -151,7 +152,15 @@ class Agent:
                 self.metrics.errors.labels("history").inc()
                 history_problem = str(exc)
         action = ProposedAction.from_policy_input(policy_input)
-        case = Case(alert, decision_id, verdict, action, context.diagnosis.summary)
+        case = Case(
+            alert,
+            decision_id,
+            verdict,
+            action,
+            context.diagnosis.summary,
+            Briefing.from_context(context),
+            stored.id,
+        )
         outcome = dispatch(case, self.hands)
         if outcome in EXECUTED and history_problem is None:
             history_problem = self._remember(

@@ -7,13 +7,21 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyagent.access import Access
 from pyagent.agent import Agent
 from pyagent.audit import AuditLog, SplunkForwarder
+from pyagent.changes import ChangeDesk, ServiceNow
+from pyagent.console.auth import Gate, load_secret
+from pyagent.console.desk import Desk
 from pyagent.context import Sources
-from pyagent.dispatch import Hands
+from pyagent.dispatch import Case, Hands, execute_action
 from pyagent.executors.dryrun import DryRunExecutor
 from pyagent.metrics import Metrics
 from pyagent.notifiers.console import ConsoleNotifier
+from pyagent.notifiers.messages import LOG, PAGERDUTY, SLACK, Messages, OutboxNotifier
+from pyagent.notifiers.outbox import Channel, Outbox
+from pyagent.notifiers.pagerduty import PagerDutyChannel
+from pyagent.notifiers.slack import SlackChannel
 from pyagent.opa import EmbeddedOpa, OpaClient
 from pyagent.settings import Settings
 from pyagent.sources import ErrorBudgetSource
@@ -26,12 +34,14 @@ from pyagent.sources.inventory_file import InventoryFile
 from pyagent.sources.model import ChatModel
 from pyagent.sources.prometheus_budget import PrometheusErrorBudget
 from pyagent.store import Store
+from pyagent.supervision import Policy, Supervisor
 
 
 @dataclass(frozen=True)
 class Running:
     agent: Agent
     opa_url: str
+    desk: Desk
 
 
 def build_sources(settings: Settings, history_path: Path) -> Sources:
@@ -111,8 +121,79 @@ def running_agent(settings: Settings) -> Iterator[Running]:
         store = Store(settings.state_dir / "agent.db")
         stack.callback(store.close)
         sources = build_sources(settings, settings.state_dir / "history.db")
-        hands = Hands(DryRunExecutor(), ConsoleNotifier(), store, audit)
+        messages, outbox = _channels(settings, store, audit, stack)
+        changes = ChangeDesk(
+            store,
+            audit,
+            settings.policy_dir / "escalation" / "policy.json",
+            _servicenow(settings),
+            settings.change_assignment_group,
+        )
+        stack.callback(changes.close)
+
+        def run_approved(case: Case) -> str:
+            return execute_action(case, hands)
+
+        access = Access.load(settings.console_users)
+        supervisor = Supervisor(
+            store, outbox, messages, changes, access, audit, Policy(sources, client), run_approved
+        )
+        outbox.on_failure = supervisor.on_delivery_failure
+        hands = Hands(DryRunExecutor(), OutboxNotifier(outbox, messages), store, audit, changes, supervisor)
         agent = Agent(store, audit, client, sources, hands, Metrics(), workers=settings.workers)
+        outbox.start()
+        stack.callback(outbox.stop)
+        supervisor.start()
+        stack.callback(supervisor.stop)
         agent.start()
         stack.callback(agent.stop)
-        yield Running(agent, opa_url)
+        yield Running(agent, opa_url, _desk(settings, supervisor, store, outbox, messages, access))
+
+
+def _channels(settings: Settings, store: Store, audit: AuditLog, stack: ExitStack) -> tuple[Messages, Outbox]:
+    """The configured notification channels (the log always), and their outbox."""
+    channels: dict[str, Channel] = {LOG: ConsoleNotifier()}
+    if settings.slack_bot_token and settings.slack_channel:
+        slack = SlackChannel(settings.slack_api_url, settings.slack_bot_token, settings.slack_channel)
+        stack.callback(slack.close)
+        channels[SLACK] = slack
+    if settings.pagerduty_routing_key:
+        pagerduty = PagerDutyChannel(settings.pagerduty_routing_key, settings.pagerduty_url)
+        stack.callback(pagerduty.close)
+        channels[PAGERDUTY] = pagerduty
+    outbox = Outbox(store, channels, audit, give_up_after=settings.notification_give_up_seconds)
+    return Messages(frozenset(channels), settings.console_url), outbox
+
+
+def _servicenow(settings: Settings) -> ServiceNow | None:
+    if not settings.servicenow_url:
+        return None
+    return ServiceNow(settings.servicenow_url, settings.servicenow_user, settings.servicenow_password)
+
+
+def _desk(  # noqa: PLR0913, PLR0917 - the parts the console works with
+    settings: Settings,
+    supervisor: Supervisor,
+    store: Store,
+    outbox: Outbox,
+    messages: Messages,
+    access: Access,
+) -> Desk:
+    gate = Gate(
+        access,
+        load_secret(settings.console_secret, settings.state_dir / "console.key"),
+        settings.console_proxy_header,
+        settings.console_proxy_groups_header,
+        frozenset(p.strip() for p in settings.console_trusted_proxies.split(",") if p.strip()),
+        secure_cookies=bool(settings.console_url and settings.console_url.startswith("https:")),
+    )
+    return Desk(
+        supervisor,
+        store,
+        gate,
+        outbox,
+        messages,
+        settings.state_dir / "audit.jsonl",
+        settings.policy_dir,
+        settings.slack_signing_secret,
+    )

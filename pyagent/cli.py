@@ -146,6 +146,7 @@ def serve(
     from waitress import serve as waitress_serve  # noqa: PLC0415
 
     from pyagent.app import running_agent  # noqa: PLC0415
+    from pyagent.console.app import HumansApp  # noqa: PLC0415
     from pyagent.server import WebhookApp  # noqa: PLC0415
 
     settings = _settings(
@@ -154,7 +155,9 @@ def serve(
     signal.signal(signal.SIGTERM, _exit_on_signal)  # unwind: drain workers, stop the embedded OPA
     try:
         with running_agent(settings) as running:
-            app = WebhookApp(running.agent, settings.webhook_token, settings.max_body_bytes)
+            app = WebhookApp(
+                running.agent, settings.webhook_token, settings.max_body_bytes, HumansApp(running.desk)
+            )
             click.echo(f"pyagent serving on http://{settings.listen} (OPA {running.opa_url})", err=True)
             waitress_serve(
                 app,

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pyagent.alerts import Alert
+from pyagent.approvals import Approval
+from pyagent.briefing import Briefing
+from pyagent.changes import ChangeDesk, ChangeRecord
 from pyagent.executors import Executor, ProposedAction
 from pyagent.notifiers import Notifier
 from pyagent.policy import Verdict
@@ -30,16 +33,26 @@ class Case:
     verdict: Verdict
     action: ProposedAction
     summary: str
+    briefing: Briefing
+    alert_id: int
+
+
+class Asker(Protocol):
+    """Asks a human to approve a level-2 case (:class:`pyagent.supervision.Supervisor`)."""
+
+    def ask(self, case: Case, plan: str, change: ChangeRecord | None) -> Approval: ...
 
 
 @dataclass(frozen=True)
 class Hands:
-    """The executor, channel, store and audit dispatch works through."""
+    """The executor, channels, store, audit and change desk dispatch works through."""
 
     executor: Executor
     notifier: Notifier
     store: Store
     audit: Auditor
+    changes: ChangeDesk
+    asker: Asker
 
 
 def _step(hands: Hands, case: Case, step: str, **fields: Any) -> None:
@@ -55,25 +68,6 @@ def _step(hands: Hands, case: Case, step: str, **fields: Any) -> None:
     )
 
 
-def change_record(case: Case) -> dict[str, Any]:
-    """A change request in ServiceNow's fields, for a regulated or unknown asset."""
-    action, decision = case.action, case.verdict.decision
-    return {
-        "short_description": f"{action.type} of {action.kind} {action.namespace}/{action.name}",
-        "description": case.summary,
-        "justification": "; ".join(t.message for t in decision.triggers) or "policy decision",
-        "implementation_plan": f"{action.type} by pyagent after decision {case.decision_id}",
-        "backout_plan": f"roll back {action.type} on {action.namespace}/{action.name}",
-        "test_plan": "verify the rollout completes and the alert resolves",
-        "risk_impact_analysis": f"autonomy level {decision.level} ({decision.name})",
-        "risk": "moderate" if decision.level >= 2 else "high",
-        "impact": "2",
-        "cmdb_ci": f"{action.namespace}/{action.name}",
-        "assignment_group": "sre",
-        "type": "normal",
-    }
-
-
 def dispatch(case: Case, hands: Hands) -> str:
     """Carry the decision out; returns what was done (for the audit and the caller)."""
     decision = case.verdict.decision
@@ -83,9 +77,12 @@ def dispatch(case: Case, hands: Hands) -> str:
         "action": case.action.to_json(),
         "triggers": [t.to_json() for t in decision.triggers],
     }
+    change = None
     if decision.change_record_required and decision.level >= 2:
-        change_id = hands.store.record_change(case.decision_id, change_record(case))
-        _step(hands, case, "change_record", change_id=change_id)
+        change = hands.changes.open(
+            case.decision_id, case.action, decision.triggers, case.briefing, case.summary
+        )
+        _step(hands, case, "change_record", change_id=change.id, state=change.state, error=change.last_error)
     if decision.level == 0:
         _step(hands, case, "recorded")
         return "recorded"
@@ -94,18 +91,35 @@ def dispatch(case: Case, hands: Hands) -> str:
         _step(hands, case, "context_posted")
         return "context_posted"
     if decision.level == 2:
-        approval_id = hands.store.create_approval(case.decision_id, decision.approval.timeout_seconds)
+        plan = hands.executor.plan(case.action)
+        approval = hands.asker.ask(case, plan, change)
         _step(
             hands,
             case,
             "approval_requested",
-            approval_id=approval_id,
+            approval_id=approval.id,
+            plan_hash=approval.plan_hash,
             timeout_seconds=decision.approval.timeout_seconds,
             on_timeout=decision.approval.on_timeout,
-            plan=hands.executor.plan(case.action),
+            plan=plan,
         )
-        hands.notifier.notify("approval_requested", case.summary, {**details, "approval_id": approval_id})
         return "approval_requested"
+    if change is not None and not change.executable:
+        _step(hands, case, "not_executed", reason="change_system_unavailable", error=change.last_error)
+        hands.notifier.notify("not_executed", case.summary, {**details, "detail": change.last_error})
+        return "blocked"
+    return _execute(case, hands, details)
+
+
+def execute_action(case: Case, hands: Hands) -> str:
+    """Execute and verify an approved case (its change record, if needed, is already filed)."""
+    decision = case.verdict.decision
+    details = {
+        "decision_id": case.decision_id,
+        "level": decision.level,
+        "action": case.action.to_json(),
+        "triggers": [t.to_json() for t in decision.triggers],
+    }
     return _execute(case, hands, details)
 
 

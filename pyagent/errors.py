@@ -92,3 +92,47 @@ class AuditChainBroken(PyagentError):
         self.path = path
         self.seq = seq
         self.reason = reason
+
+
+class DeliveryFailed(PyagentError):
+    """A notification channel (Slack, PagerDuty) did not take a message. ``retryable`` says
+    whether sending the same message again may succeed (a timeout, 429, 5xx) or not (400, a
+    rejected token); the outbox retries the first kind with backoff."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class ApprovalRefused(PyagentError):
+    """An approval or rejection was refused and changed nothing. ``status`` is the HTTP status
+    that says why (404 unknown, 409 already decided or expired or a different plan, 403 not
+    allowed); not retryable as it stands."""
+
+    status = 409
+
+
+class ApprovalNotFound(ApprovalRefused):
+    """No approval has this id. Nothing changed."""
+
+    status = 404
+
+
+class ApprovalClosed(ApprovalRefused):
+    """The approval was already approved, rejected or expired: each is single use. Nothing changed."""
+
+
+class PlanMismatch(ApprovalRefused):
+    """The approver saw a different plan than the one pending (its hash differs). Nothing changed."""
+
+
+class NotAuthorised(ApprovalRefused):
+    """The authenticated person may not approve actions on this asset class. Nothing changed."""
+
+    status = 403
+
+
+class ChangeSystemUnavailable(PyagentError):
+    """The configured change system (ServiceNow) could not file a change record: unreachable,
+    timed out or refused. Nothing may execute on the regulated asset; safe to retry."""

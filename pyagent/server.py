@@ -2,6 +2,8 @@
 
 ``POST /webhook/alertmanager`` records every alert durably before answering 2xx;
 ``GET /healthz`` is 503 until OPA and the store answer; ``GET /metrics`` is Prometheus text.
+The humans' routes (``/console``, ``/api/``, ``/slack/interactions``) go to
+:class:`pyagent.console.app.HumansApp`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pyagent.errors import InvalidDocument, StoreUnavailable
 
 if TYPE_CHECKING:
     from pyagent.agent import Agent
+    from pyagent.console.app import HumansApp
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 Environ = dict[str, Any]
@@ -42,13 +45,20 @@ def _json(start: StartResponse, code: int, body: dict[str, Any]) -> Iterable[byt
 class WebhookApp:
     """The WSGI application; all work is done by the :class:`Agent` it is given."""
 
-    def __init__(self, agent: Agent, token: str | None, max_body_bytes: int) -> None:
+    HUMANS_PREFIXES = ("/console", "/api/", "/slack/interactions")
+
+    def __init__(
+        self, agent: Agent, token: str | None, max_body_bytes: int, humans: HumansApp | None = None
+    ) -> None:
         self.agent = agent
         self.token = token
         self.max_body_bytes = max_body_bytes
+        self.humans = humans
 
     def __call__(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if self.humans is not None and path.startswith(self.HUMANS_PREFIXES):
+            return self.humans(environ, start)
         if path == "/webhook/alertmanager":
             if method != "POST":
                 return _json(start, 405, {"error": "use POST"})

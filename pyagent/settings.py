@@ -49,6 +49,25 @@ class Settings:
     kube_context: str | None = None
     kube_in_cluster: bool = False  # use the pod's service account instead of a kubeconfig
     kube_timeout: float = 3.0
+    console_url: str | None = None  # the agent's public base URL, for links in Slack and pages
+    console_users: Path | None = None  # the access file: users, password hashes, approver groups
+    console_proxy_header: str | None = None  # e.g. X-Forwarded-User, set by a trusted reverse proxy
+    console_proxy_groups_header: str | None = None  # e.g. X-Forwarded-Groups (comma-separated)
+    console_trusted_proxies: str = "127.0.0.1,::1"  # peers whose proxy headers are believed
+    console_secret: str | None = None  # signs sessions; default: a key kept in STATE_DIR/console.key
+    slack_api_url: str = "https://slack.com/api"
+    slack_bot_token: str | None = None
+    slack_channel: str | None = None
+    slack_signing_secret: str | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    pagerduty_routing_key: str | None = None
+    servicenow_url: str | None = (
+        None  # Table API, e.g. https://example.service-now.com/api/now/table/change_request
+    )
+    servicenow_user: str | None = None
+    servicenow_password: str | None = None
+    change_assignment_group: str = "sre"
+    notification_give_up_seconds: float = 3600.0
     instance: str = field(default_factory=lambda: os.uname().nodename)
 
     @property
@@ -113,6 +132,8 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError(f"error_budget: {settings.error_budget!r} is not inventory or prometheus")
     if settings.error_budget == "prometheus" and not settings.prometheus_url:
         raise ConfigError("error_budget is prometheus but prometheus_url is not set")
+    if bool(settings.slack_bot_token) != bool(settings.slack_channel):
+        raise ConfigError("slack_bot_token and slack_channel go together: set both or neither")
     if bool(settings.llm_url) != bool(settings.llm_model):
         raise ConfigError("llm_url and llm_model go together: set both or neither")
     return settings

@@ -46,15 +46,6 @@ CREATE TABLE IF NOT EXISTS decisions (
     incident_id INTEGER REFERENCES incidents (id),
     level INTEGER NOT NULL, decision TEXT NOT NULL, input_hash TEXT NOT NULL, created_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS approvals (
-    id TEXT PRIMARY KEY, decision_id TEXT NOT NULL REFERENCES decisions (id),
-    state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'rejected', 'expired')),
-    created_at TEXT NOT NULL, expires_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS change_records (
-    id TEXT PRIMARY KEY, decision_id TEXT NOT NULL REFERENCES decisions (id),
-    record TEXT NOT NULL, created_at TEXT NOT NULL
-);
 """
 
 
@@ -160,6 +151,11 @@ class Store:
         finally:
             for op in batch:
                 op.done = True
+
+    def transact(self, run: Callable[[sqlite3.Connection], T], timeout: float = -1) -> T:
+        """``run(connection)`` in a committed transaction (group-committed with other callers);
+        its result, or what it raised. For the modules that keep their own tables here."""
+        return self._run(run, timeout)
 
     def record_delivery(self, delivery: Delivery) -> list[StoredAlert]:
         """Record every alert of a delivery; return those not seen before (re-deliveries are skipped)."""
@@ -267,29 +263,9 @@ class Store:
             return None
         return decision_id, opened
 
-    def create_approval(self, decision_id: str, timeout_seconds: int) -> str:
-        """A pending approval request that expires after the timeout."""
-        approval_id = str(uuid.uuid4())
-        created = datetime.now(UTC)
-        expires = created.timestamp() + timeout_seconds
-        row = (
-            approval_id,
-            decision_id,
-            created.isoformat(),
-            datetime.fromtimestamp(expires, UTC).isoformat(),
-        )
-        self._run(lambda db: db.execute("INSERT INTO approvals VALUES (?, ?, 'pending', ?, ?)", row))
-        return approval_id
-
-    def record_change(self, decision_id: str, record: dict[str, Any]) -> str:
-        change_id = f"CHG-{uuid.uuid4().hex[:10].upper()}"
-        row = (change_id, decision_id, json.dumps(record), _now())
-        self._run(lambda db: db.execute("INSERT INTO change_records VALUES (?, ?, ?, ?)", row))
-        return change_id
-
     def counts(self) -> dict[str, int]:
         """Row counts per table, for health and tests."""
-        tables = ("deliveries", "alerts", "incidents", "decisions", "approvals", "change_records")
+        tables = ("deliveries", "alerts", "incidents", "decisions")
         return self._run(
             lambda db: {t: int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}  # noqa: S608
         )

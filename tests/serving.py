@@ -13,6 +13,7 @@ import requests
 from waitress.server import create_server
 
 from pyagent.app import Running, running_agent
+from pyagent.console.app import HumansApp
 from pyagent.server import WebhookApp
 from pyagent.settings import Settings
 
@@ -24,7 +25,9 @@ EXAMPLES = ROOT / "examples"
 def serve(settings: Settings) -> Iterator[tuple[str, Running]]:
     """The agent built from ``settings``, serving its webhook; yields its base URL."""
     with running_agent(settings) as running:
-        app = WebhookApp(running.agent, settings.webhook_token, settings.max_body_bytes)
+        app = WebhookApp(
+            running.agent, settings.webhook_token, settings.max_body_bytes, HumansApp(running.desk)
+        )
         server = create_server(app, host="127.0.0.1", port=0, threads=4)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

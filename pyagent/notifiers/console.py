@@ -8,6 +8,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from pyagent.notifiers.outbox import Delivery
+
 log = logging.getLogger("pyagent.notify")
 
 
@@ -23,3 +25,13 @@ class ConsoleNotifier:
         with self._lock:
             self.stream.write(f"[{kind}] {summary} {json.dumps(details, sort_keys=True)}\n")
             self.stream.flush()
+
+    def deliver(self, delivery: Delivery) -> dict[str, Any]:
+        """The outbox's ``log`` channel."""
+        payload = dict(delivery.notice.payload)
+        self.notify(
+            delivery.notice.kind,
+            str(payload.pop("text", "")),
+            {"subject": delivery.notice.subject, **payload},
+        )
+        return {}
