@@ -23,8 +23,9 @@ help: ## list the targets
 setup: packages tools venv ## install Debian packages, build pinned OPA and Regal, create .venv
 
 # Debian packages the tests run for real: Alertmanager routes alerts to the agent's webhook;
-# Prometheus serves error budgets, and its promtool tests the shipped rules
-DEB_PACKAGES := prometheus-alertmanager prometheus
+# Prometheus serves error budgets, and its promtool tests the shipped rules; Chromium and its
+# WebDriver drive the console in a real browser
+DEB_PACKAGES := prometheus-alertmanager prometheus chromium chromium-driver
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 packages: ## apt-get the Debian packages the tests use, when any is missing

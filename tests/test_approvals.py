@@ -1,0 +1,211 @@
+"""Approvals: deadlines that fire also after a restart, one page to on-call, re-asking OPA,
+who may approve, and the JSON API."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from pyagent.approvals import plan_hash
+from pyagent.executors import ProposedAction
+from pyagent.notifiers.pagerduty import dedup_key
+from tests.humans import (
+    PASSWORDS,
+    SLACK_IDS,
+    api,
+    audit_records,
+    click_body,
+    humans_settings,
+    inventory_copy,
+    pending_approval,
+    policy_with_timeout,
+    post_click,
+    saas,
+    served,
+    wait_until,
+)
+from tests.serving import example, post
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def test_unanswered_approval_expires_and_pages_on_call_once(tmp_path: Path) -> None:
+    policy = policy_with_timeout(tmp_path, 2)
+    state = tmp_path / "state"
+    with saas() as fakes, served(humans_settings(state, fakes, policy_dir=policy)) as (url, _):
+        post(url, example("level-4-oom-restart"))
+        approval = pending_approval(url)
+        [event] = [r.json() for r in fakes.pagerduty.wait_for(1)]
+        assert wait_until(lambda: audit_records(state, "approval_expired"))
+        late_click = click_body(
+            approval["id"], approval["plan_hash"], SLACK_IDS["alice"], "approve", fakes.slack.response_url()
+        )
+        assert 409 == post_click(url, late_click).json()["status"]
+        assert [] == audit_records(state, "approval")
+    assert "trigger" == event["event_action"]
+    assert dedup_key(approval["id"]) == event["dedup_key"]
+    assert "rolling_restart" in event["payload"]["summary"]
+    assert {"kind": "Deployment", "namespace": "shop", "name": "checkout"} == event["payload"][
+        "custom_details"
+    ]["target"]
+    assert f"http://console.example/console/approvals/{approval['id']}" == event["links"][0]["href"]
+    [expired] = audit_records(state, "approval_expired")
+    assert _epoch(expired["fired_at"]) >= _epoch(expired["due_at"])
+    assert approval["expires_at"] == pytest.approx(_epoch(expired["due_at"]), abs=1e-5)
+    assert 1 == len(fakes.pagerduty.events())
+    assert "Expired unanswered" in str(fakes.slack.wait_for(1, "/api/chat.update")[0].json()["blocks"])
+    assert [] == [r for r in audit_records(state, "action_step") if r["step"] == "executed"]
+
+
+def test_restart_during_a_pending_approval_still_expires_on_time_and_pages_once(tmp_path: Path) -> None:
+    policy = policy_with_timeout(tmp_path, 4)
+    state = tmp_path / "state"
+    with saas() as fakes:
+        settings = humans_settings(state, fakes, policy_dir=policy)
+        with served(settings) as (url, _):
+            post(url, example("level-4-oom-restart"))
+            approval = pending_approval(url)
+        assert [] == fakes.pagerduty.events()  # stopped before the deadline
+        with served(settings) as (url, _):
+            assert wait_until(lambda: audit_records(state, "approval_expired"))
+            fakes.pagerduty.wait_for(1)
+        with served(settings) as (url, running):  # and a third start pages no one again
+            assert "expired" == running.desk.supervisor.approvals.get(approval["id"]).state  # type: ignore[union-attr]
+        assert 1 == len(fakes.pagerduty.events())
+    [expired] = audit_records(state, "approval_expired")
+    assert _epoch(expired["fired_at"]) >= _epoch(expired["due_at"])
+    assert approval["expires_at"] == pytest.approx(_epoch(expired["due_at"]), abs=1e-5)
+    assert dedup_key(approval["id"]) == fakes.pagerduty.events()[0]["dedup_key"]
+
+
+def test_slack_down_pages_on_call_at_once_and_slack_is_retried(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes:
+        fakes.slack.down = True
+        with served(humans_settings(state, fakes)) as (url, _):
+            post(url, example("level-4-oom-restart"))
+            approval = pending_approval(url)
+            [event] = [r.json() for r in fakes.pagerduty.wait_for(1)]
+            assert "slack_unreachable" == event["payload"]["custom_details"]["reason"]
+            assert approval["expires_at"] > _epoch(audit_records(state, "approval_escalated")[0]["ts"]) + 500
+            fakes.slack.wait_for(2, "/api/chat.postMessage")
+            fakes.slack.down = False
+            retried = wait_until(
+                lambda: [r for r in audit_records(state, "notification") if r["channel"] == "slack"],
+                timeout=20,
+            )
+            assert retried
+    assert retried[0]["attempts"] >= 2
+    assert retried[0]["delivered"] is True
+
+
+def test_pagerduty_5xx_is_retried_with_backoff(tmp_path: Path) -> None:
+    policy = policy_with_timeout(tmp_path, 1)
+    state = tmp_path / "state"
+    with saas() as fakes:
+        fakes.pagerduty.statuses = [500, 429]
+        with served(humans_settings(state, fakes, policy_dir=policy)) as (url, _):
+            post(url, example("level-4-oom-restart"))
+            fakes.pagerduty.wait_for(3)
+            wait_until(
+                lambda: [r for r in audit_records(state, "notification") if r["channel"] == "pagerduty"]
+            )
+    [sent] = [r for r in audit_records(state, "notification") if r["channel"] == "pagerduty"]
+    assert (3, True) == (sent["attempts"], sent["delivered"])
+    dedup_keys = {e["dedup_key"] for e in fakes.pagerduty.events()}
+    assert 1 == len(dedup_keys)
+
+
+def test_opa_is_asked_again_before_executing_and_a_lower_level_stops_it(tmp_path: Path) -> None:
+    inventory = inventory_copy(tmp_path)
+    state = tmp_path / "state"
+    with saas() as fakes, served(humans_settings(state, fakes, inventory=inventory)) as (url, _):
+        post(url, example("level-4-oom-restart"))
+        approval = pending_approval(url)
+        text = inventory.read_text()
+        inventory.write_text(text.replace("error_budget_remaining: 0.8", "error_budget_remaining: 0.1"))
+        answer = api(url, "bob").post(
+            f"{url}/api/approvals/{approval['id']}/approve",
+            json={"plan_hash": approval["plan_hash"]},
+            timeout=10,
+        )
+        assert 200 == answer.status_code
+        assert wait_until(lambda: audit_records(state, "approval_not_executed"))
+    [recheck] = audit_records(state, "approval_recheck")
+    assert 1 == recheck["level"]
+    assert "error_budget_exhausted" in {t["id"] for t in recheck["triggers"]}
+    [blocked] = audit_records(state, "approval_not_executed")
+    assert "policy_changed" == blocked["reason"]
+    assert [] == [r for r in audit_records(state, "action_step") if r["step"] == "executed"]
+
+
+def test_regulated_asset_needs_a_member_of_the_frameworks_group(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes, served(humans_settings(state, fakes)) as (url, _):
+        post(url, example("regulated-pci"))
+        approval = pending_approval(url)
+        seen = {"plan_hash": approval["plan_hash"]}
+        refused = api(url, "bob").post(f"{url}/api/approvals/{approval['id']}/approve", json=seen, timeout=10)
+        assert 403 == refused.status_code
+        assert "pci-approvers" in refused.json()["error"]
+        accepted = api(url, "alice").post(
+            f"{url}/api/approvals/{approval['id']}/approve", json=seen, timeout=10
+        )
+        assert 200 == accepted.status_code
+        assert wait_until(lambda: [r for r in audit_records(state, "outcome") if r.get("approval_id")])
+    assert ["bob"] == [r["approver"]["name"] for r in audit_records(state, "approval_refused")]
+    assert [("approved", "alice", "api")] == [
+        (r["verdict"], r["approver"]["name"], r["approver"]["via"]) for r in audit_records(state, "approval")
+    ]
+
+
+def test_api_needs_credentials_and_a_browser_post_needs_the_csrf_token(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes, served(humans_settings(state, fakes)) as (url, _):
+        post(url, example("level-4-oom-restart"))
+        approval = pending_approval(url)
+        assert 401 == requests.get(url + "/api/approvals", timeout=10).status_code
+        wrong = requests.get(url + "/api/approvals", auth=("alice", "wrong"), timeout=10)
+        assert 401 == wrong.status_code
+        browser = requests.Session()
+        page = browser.get(url + "/console/login", timeout=10).text
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+        assert token is not None
+        form = {"username": "alice", "password": PASSWORDS["alice"]}
+        assert 403 == browser.post(url + "/console/login", data=form, timeout=10).status_code
+        signed_in = browser.post(url + "/console/login", data={**form, "csrf": token.group(1)}, timeout=10)
+        assert 200 == signed_in.status_code
+        assert "Pending approvals" in signed_in.text
+        forged = browser.post(
+            f"{url}/console/approvals/{approval['id']}/approve",
+            data={"plan_hash": approval["plan_hash"]},
+            timeout=10,
+        )
+        assert 403 == forged.status_code
+        as_form = api(url, "alice").post(
+            f"{url}/api/approvals/{approval['id']}/approve",
+            data={"plan_hash": approval["plan_hash"]},
+            timeout=10,
+        )
+        assert 403 == as_form.status_code  # Basic credentials, but not JSON: a cross-site form
+        assert (
+            "pending"
+            == api(url, "alice").get(f"{url}/api/approvals/{approval['id']}", timeout=10).json()["state"]
+        )
+
+
+def test_plan_hash_covers_target_action_and_parameters() -> None:
+    base = ProposedAction("scale_up", "Deployment", "shop", "checkout", 2)
+    others = [
+        ProposedAction("rolling_restart", "Deployment", "shop", "checkout", 2),
+        ProposedAction("scale_up", "Deployment", "shop", "cart", 2),
+        ProposedAction("scale_up", "Deployment", "shop", "checkout", 3),
+    ]
+    assert plan_hash(base) == plan_hash(ProposedAction("scale_up", "Deployment", "shop", "checkout", 2))
+    assert all(plan_hash(base) != plan_hash(other) for other in others)
