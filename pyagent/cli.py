@@ -19,6 +19,7 @@ from pyagent import settings as settings_module
 from pyagent.alerts import parse_webhook
 from pyagent.app import build_sources, policy_client
 from pyagent.audit import verify
+from pyagent.cli_humans import approvals, console
 from pyagent.contract import Decision, validate
 from pyagent.errors import InvalidDocument, PyagentError
 from pyagent.evaluate import Evaluation
@@ -282,3 +283,7 @@ def history_import(file: Path, config_file: Path | None, state_dir: Path | None)
     click.echo(
         f"{settings.state_dir / 'history.db'}: {imported} incidents imported, {present} already present"
     )
+
+
+main.add_command(approvals)
+main.add_command(console)

@@ -136,3 +136,12 @@ class NotAuthorised(ApprovalRefused):
 class ChangeSystemUnavailable(PyagentError):
     """The configured change system (ServiceNow) could not file a change record: unreachable,
     timed out or refused. Nothing may execute on the regulated asset; safe to retry."""
+
+
+class ApiRequestFailed(PyagentError):
+    """The agent's JSON API refused a request or could not be reached; ``status`` is the HTTP
+    status (0 when there was no answer). Retryable only when the agent was unreachable."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from pyagent.approvals import plan_hash
+from pyagent.cli import main
 from pyagent.executors import ProposedAction
 from pyagent.notifiers.pagerduty import dedup_key
 from tests.humans import (
@@ -209,3 +211,32 @@ def test_plan_hash_covers_target_action_and_parameters() -> None:
     ]
     assert plan_hash(base) == plan_hash(ProposedAction("scale_up", "Deployment", "shop", "checkout", 2))
     assert all(plan_hash(base) != plan_hash(other) for other in others)
+
+
+def test_cli_lists_and_approves_through_the_api(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes, served(humans_settings(state, fakes)) as (url, _):
+        post(url, example("level-4-oom-restart"))
+        approval = pending_approval(url)
+        runner = CliRunner()
+        env = {"PYAGENT_URL": url, "PYAGENT_USER": "bob", "PYAGENT_PASSWORD": PASSWORDS["bob"]}
+        listed = runner.invoke(main, ["approvals", "list", "--state", "pending"], env=env)
+        assert 0 == listed.exit_code, listed.output
+        assert approval["id"] in listed.output
+        assert "early_occurrence" in listed.output
+        stale = runner.invoke(
+            main, ["approvals", "approve", approval["id"], "--plan-hash", "0" * 64], env=env
+        )
+        assert 1 == stale.exit_code
+        assert "HTTP 409" in stale.output
+        approved = runner.invoke(main, ["approvals", "approve", approval["id"]], env=env)
+        assert 0 == approved.exit_code, approved.output
+        assert "approved by bob" in approved.output
+        again = runner.invoke(main, ["approvals", "reject", approval["id"]], env=env)
+        assert 1 == again.exit_code
+        assert "already approved" in again.output
+        assert wait_until(lambda: [r for r in audit_records(state, "action_step") if r["step"] == "executed"])
+    assert [("approved", "bob", "api", "password")] == [
+        (r["verdict"], r["approver"]["name"], r["approver"]["via"], r["approver"]["verified_by"])
+        for r in audit_records(state, "approval")
+    ]
