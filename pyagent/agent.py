@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
@@ -24,12 +24,9 @@ from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict, decide
-from pyagent.sources.history_sqlite import OutcomeKind
 from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
-
-EXECUTED = {"success", "verification_failed", "error"}
 
 
 class Agent:
@@ -160,12 +157,9 @@ class Agent:
             context.diagnosis.summary,
             Briefing.from_context(context),
             stored.id,
+            incident_id,
         )
-        outcome = dispatch(case, self.hands)
-        if outcome in EXECUTED and history_problem is None:
-            history_problem = self._remember(
-                incident_id, alert.fingerprint, action, verdict, outcome, context.now
-            )
+        outcome = dispatch(case, self.hands)  # executions record their own outcome in history
         self.audit.append(
             "outcome",
             {
@@ -176,33 +170,6 @@ class Agent:
                 "history_problem": history_problem,
             },
         )
-
-    def _remember(  # noqa: PLR0913, PLR0917 - the action, where it belongs, and when
-        self,
-        incident_id: int | None,
-        fingerprint: str,
-        action: ProposedAction,
-        verdict: Verdict,
-        outcome: str,
-        now: datetime,
-    ) -> str | None:
-        """Record an executed action in history: it counts toward the autonomous rate limit, and
-        its outcome (unless the executor only simulated it) toward consistency. ``incident_id``
-        is the history incident just recorded, or None to look up the alert's latest one.
-        Returns a problem."""
-        history = self.sources.history
-        try:
-            if incident_id is None:
-                incident_id = history.latest_incident(fingerprint)
-            if incident_id is None:
-                return f"history: no incident recorded for {fingerprint}; action not recorded"
-            action_id = history.record_action(incident_id, action.type, verdict.decision.level, now)
-            if not self.hands.executor.simulated:
-                history.record_outcome(action_id, cast("OutcomeKind", outcome), now)
-        except HistoryError as exc:
-            self.metrics.errors.labels("history").inc()
-            return str(exc)
-        return None
 
     def _decide(self, context: Context, policy_input: dict[str, Any]) -> Verdict:
         started = time.perf_counter()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pyagent.abort import abort
 from pyagent.access import Access
 from pyagent.agent import Agent
 from pyagent.audit import AuditLog, SplunkForwarder
@@ -15,7 +16,10 @@ from pyagent.console.auth import Gate, load_secret
 from pyagent.console.desk import Desk
 from pyagent.context import Sources
 from pyagent.dispatch import Case, Hands, execute_action
+from pyagent.executors import Executor
 from pyagent.executors.dryrun import DryRunExecutor
+from pyagent.executors.guardrails import Guardrails
+from pyagent.executors.routing import ExecutorRoutes
 from pyagent.metrics import Metrics
 from pyagent.notifiers.console import ConsoleNotifier
 from pyagent.notifiers.messages import LOG, PAGERDUTY, SLACK, Messages, OutboxNotifier
@@ -25,7 +29,7 @@ from pyagent.notifiers.slack import SlackChannel
 from pyagent.opa import EmbeddedOpa, OpaClient
 from pyagent.settings import Settings
 from pyagent.sources import ErrorBudgetSource
-from pyagent.sources.catalog import ActionCatalog, rate_limit_window
+from pyagent.sources.catalog import ActionCatalog, policy_data, rate_limit_window
 from pyagent.sources.composite import CompositeDiagnoser
 from pyagent.sources.guardrails import FileGuardrails
 from pyagent.sources.history_sqlite import HistorySQLite
@@ -85,6 +89,40 @@ def _budget_source(settings: Settings) -> ErrorBudgetSource | None:
     )
 
 
+def build_executor(settings: Settings) -> ExecutorRoutes:
+    """The executor of each target: ``executor`` by default, ``executor_routes`` by pattern.
+    Clients are made only for the executors named."""
+    routes = settings.executor_routes or {}
+    names = {settings.executor, *routes.values()}
+    made: dict[str, Executor] = {"dry-run": DryRunExecutor()}
+    if "kubernetes" in names:
+        from pyagent.executors.kubernetes import KubernetesExecutor  # noqa: PLC0415 - only when used
+        from pyagent.kube import KubeTarget, api_client  # noqa: PLC0415
+
+        target = KubeTarget(settings.kubeconfig, settings.kube_context, settings.kube_in_cluster)
+        made["kubernetes"] = KubernetesExecutor(api_client(target), timeout=settings.kube_timeout)
+    if "docker" in names:
+        from pyagent.executors.docker import DockerExecutor  # noqa: PLC0415
+
+        made["docker"] = DockerExecutor.connect(settings.docker_url, timeout=settings.docker_timeout)
+    return ExecutorRoutes.named(made, settings.executor, routes)
+
+
+def verify_seconds(settings: Settings) -> dict[str, float]:
+    """Each catalogued action's verification deadline (``verify_seconds``), from the policy data."""
+    catalog = policy_data(settings.policy_dir / "escalation" / "policy.json").get("catalog", {})
+    return {name: float(entry.get("verify_seconds", 300)) for name, entry in catalog.items()}
+
+
+def guardrails(settings: Settings) -> Guardrails:
+    """The guardrails outside the policy: the kill switch (setting or file), the global cap."""
+    kill_file = settings.kill_switch_path
+    return Guardrails(
+        kill_switch=lambda: settings.kill_switch or kill_file.exists(),
+        max_concurrent=settings.max_concurrent_actions,
+    )
+
+
 @contextmanager
 def policy_client(settings: Settings) -> Iterator[OpaClient]:
     """A client for ``settings.opa_url``, or for an OPA started here on the policy directory."""
@@ -139,7 +177,17 @@ def running_agent(settings: Settings) -> Iterator[Running]:
             store, outbox, messages, changes, access, audit, Policy(sources, client), run_approved
         )
         outbox.on_failure = supervisor.on_delivery_failure
-        hands = Hands(DryRunExecutor(), OutboxNotifier(outbox, messages), store, audit, changes, supervisor)
+        hands = Hands(
+            build_executor(settings),
+            OutboxNotifier(outbox, messages),
+            store,
+            audit,
+            changes,
+            supervisor,
+            history=sources.history,
+            guardrails=guardrails(settings),
+            verify_seconds=verify_seconds(settings),
+        )
         agent = Agent(store, audit, client, sources, hands, Metrics(), workers=settings.workers)
         outbox.start()
         stack.callback(outbox.stop)
@@ -147,7 +195,11 @@ def running_agent(settings: Settings) -> Iterator[Running]:
         stack.callback(supervisor.stop)
         agent.start()
         stack.callback(agent.stop)
-        yield Running(agent, opa_url, _desk(settings, supervisor, store, outbox, messages, access))
+        desk = replace(
+            _desk(settings, supervisor, store, outbox, messages, access),
+            abort=lambda decision_id, who: abort(decision_id, who.name, who.via, hands).to_json(),
+        )
+        yield Running(agent, opa_url, desk)
 
 
 def _channels(settings: Settings, store: Store, audit: AuditLog, stack: ExitStack) -> tuple[Messages, Outbox]:

@@ -17,14 +17,13 @@ from click.decorators import FC
 
 from pyagent import settings as settings_module
 from pyagent.alerts import parse_webhook
-from pyagent.app import build_sources, policy_client
+from pyagent.app import build_executor, build_sources, policy_client
 from pyagent.audit import verify
 from pyagent.cli_humans import approvals, console
 from pyagent.contract import Decision, validate
 from pyagent.errors import InvalidDocument, PyagentError
 from pyagent.evaluate import Evaluation
 from pyagent.evaluate import evaluate as evaluate_payload
-from pyagent.executors.dryrun import DryRunExecutor
 from pyagent.opa import default_policy_dir
 from pyagent.sources import history_import as history_file
 from pyagent.sources.history_sqlite import HistorySQLite
@@ -232,7 +231,7 @@ def evaluate(  # noqa: PLR0913, PLR0917 - one parameter per option
             recorded = settings.state_dir / "history.db"
             history = recorded if recorded.is_file() else Path(scratch) / "history.db"
             sources = build_sources(settings, history)
-            evaluations = evaluate_payload(delivery, sources, client, DryRunExecutor(), moment)
+            evaluations = evaluate_payload(delivery, sources, client, build_executor(settings), moment)
     except PyagentError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -258,6 +257,40 @@ def describe(evaluation: Evaluation) -> str:
     if evaluation.plan:
         lines.append(f"plan: {evaluation.plan}")
     return "\n".join(lines) + "\n"
+
+
+@main.command("abort")
+@click.argument("decision_id")
+@click.option("--url", help="The agent's base URL (default: http://LISTEN from the settings).")
+@click.option("--by", default=None, help="Your name, recorded with the abort (default: the login name).")
+@config_option
+def abort_command(decision_id: str, url: str | None, by: str | None, config_file: Path | None) -> None:
+    """Abort the level-3 action of DECISION_ID within its abort window: the agent rolls it back.
+
+    Asks the running agent (``POST /api/actions/DECISION_ID/abort``); after the window the
+    agent refuses and this exits 1 saying why.
+    """
+    import getpass  # noqa: PLC0415
+
+    import requests  # noqa: PLC0415
+
+    settings = _settings(config_file)
+    base = (url or f"http://{settings.listen}").rstrip("/")
+    try:
+        response = requests.post(
+            f"{base}/api/actions/{decision_id}/abort",
+            json={"by": by or getpass.getuser(), "via": "cli"},
+            timeout=120,
+        )
+        body = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise click.ClickException(f"{base}: {exc}") from exc
+    if response.status_code != 200:
+        raise click.ClickException(str(body.get("error", body)))
+    state = (
+        "rolled back" if body.get("rolled_back") else f"NOT rolled back, act by hand: {body.get('detail')}"
+    )
+    click.echo(f"decision {decision_id}: aborted, {state}")
 
 
 @main.group()

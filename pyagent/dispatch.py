@@ -1,27 +1,57 @@
 """Stage 4, dispatch by level: execute and verify, ask for approval, or only inform.
 
 Every step is audited before it is acted on; a change record, when the decision asks for
-one, is written before anything executes.
+one, is written before anything executes. :func:`execute_action` is the one way an action
+runs (levels 3 and 4 here, an approved level 2 from the approval flow): guardrails, plan,
+execute once per decision, verify by the catalog's deadline, roll back when verification
+fails, and record the outcome in history so the policy learns from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pyagent.alerts import Alert
 from pyagent.approvals import Approval
 from pyagent.briefing import Briefing
 from pyagent.changes import ChangeDesk, ChangeRecord
-from pyagent.executors import Executor, ProposedAction
+from pyagent.errors import ExecutorError, HistoryError
+from pyagent.executors import Change, Deadline, Executor, ProposedAction, StepResult
+from pyagent.executors.guardrails import Guardrails
+from pyagent.ledger import Ledger
 from pyagent.notifiers import Notifier
 from pyagent.policy import Verdict
 from pyagent.store import Store
 
+log = logging.getLogger("pyagent.dispatch")
+
+DEFAULT_VERIFY_SECONDS = 300.0
+ABORT_LEVEL = 3
+
 
 class Auditor(Protocol):
     def append(self, kind: str, fields: Mapping[str, Any]) -> Any: ...
+
+
+class OutcomeHistory(Protocol):
+    """Where executed actions and their outcomes are learned (:class:`HistorySQLite`)."""
+
+    def latest_incident(self, fingerprint: str) -> int | None: ...
+
+    def record_action(
+        self, incident_id: int, action_type: str, decided_level: int, executed_at: datetime | None = None
+    ) -> int: ...
+
+    def record_outcome(self, action_id: int, outcome: Any, recorded_at: datetime) -> None: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -35,6 +65,7 @@ class Case:
     summary: str
     briefing: Briefing
     alert_id: int
+    incident_id: int | None = None  # the history incident; None: the alert's latest one
 
 
 class Asker(Protocol):
@@ -45,7 +76,8 @@ class Asker(Protocol):
 
 @dataclass(frozen=True)
 class Hands:
-    """The executor, channels, store, audit and change desk dispatch works through."""
+    """The executor, channels, store, audit and change desk dispatch works through; the
+    history outcomes are learned in, the guardrails, and the catalog's verification deadlines."""
 
     executor: Executor
     notifier: Notifier
@@ -53,19 +85,25 @@ class Hands:
     audit: Auditor
     changes: ChangeDesk
     asker: Asker
+    history: OutcomeHistory | None = None
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    verify_seconds: Mapping[str, float] = field(default_factory=dict)
+    clock: Callable[[], datetime] = _utc_now
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.store)
+
+
+def audit_step(hands: Hands, decision_id: str, action: ProposedAction, step: str, **fields: Any) -> None:
+    """One ``action_step`` audit record."""
+    hands.audit.append(
+        "action_step", {"decision_id": decision_id, "step": step, "action": action.to_json(), **fields}
+    )
 
 
 def _step(hands: Hands, case: Case, step: str, **fields: Any) -> None:
-    hands.audit.append(
-        "action_step",
-        {
-            "decision_id": case.decision_id,
-            "fingerprint": case.alert.fingerprint,
-            "step": step,
-            "action": case.action.to_json(),
-            **fields,
-        },
-    )
+    audit_step(hands, case.decision_id, case.action, step, fingerprint=case.alert.fingerprint, **fields)
 
 
 def dispatch(case: Case, hands: Hands) -> str:
@@ -91,7 +129,7 @@ def dispatch(case: Case, hands: Hands) -> str:
         _step(hands, case, "context_posted")
         return "context_posted"
     if decision.level == 2:
-        plan = hands.executor.plan(case.action)
+        plan = plan_of(hands.executor, case.action)
         approval = hands.asker.ask(case, plan, change)
         _step(
             hands,
@@ -108,38 +146,159 @@ def dispatch(case: Case, hands: Hands) -> str:
         _step(hands, case, "not_executed", reason="change_system_unavailable", error=change.last_error)
         hands.notifier.notify("not_executed", case.summary, {**details, "detail": change.last_error})
         return "blocked"
-    return _execute(case, hands, details)
+    return execute_action(case, hands)
+
+
+def plan_of(executor: Executor, action: ProposedAction) -> str:
+    """The executor's plan, or why it has none (a plan changes nothing, so it never fails the caller)."""
+    try:
+        return executor.plan(action)
+    except ExecutorError as exc:
+        return f"no plan: {exc}"
+
+
+def _details(case: Case, **more: Any) -> dict[str, Any]:
+    return {
+        "decision_id": case.decision_id,
+        "level": case.verdict.decision.level,
+        "action": case.action.to_json(),
+        **more,
+    }
 
 
 def execute_action(case: Case, hands: Hands) -> str:
-    """Execute and verify an approved case (its change record, if needed, is already filed)."""
-    decision = case.verdict.decision
-    details = {
-        "decision_id": case.decision_id,
-        "level": decision.level,
-        "action": case.action.to_json(),
-        "triggers": [t.to_json() for t in decision.triggers],
-    }
-    return _execute(case, hands, details)
+    """Carry out the case's action once; returns the outcome.
+
+    For a decision that lets the agent act (level 3 or 4), or a level-2 decision a human
+    approved. ``refused`` (kill switch, target busy, global cap) and ``duplicate`` (this
+    decision already executed) change nothing; otherwise the outcome is ``success``,
+    ``rolled_back`` or ``verification_failed`` (verification failed, rollback done or not),
+    ``aborted`` (a human aborted within the abort window) or ``error`` (the executor failed;
+    never retried). Every outcome of a real change is recorded in history.
+    """
+    guardrails = hands.guardrails
+    if guardrails.kill_switch_engaged():
+        return _refuse(case, hands, "the kill switch is engaged")
+    with guardrails.slot(case.action.target) as refusal:
+        if refusal is not None:
+            return _refuse(case, hands, refusal)
+        plan = plan_of(hands.executor, case.action)
+        if guardrails.kill_switch_engaged():  # checked again right before the change
+            return _refuse(case, hands, "the kill switch is engaged")
+        if not hands.ledger.begin(case.decision_id, case.action, case.verdict.decision.level):
+            _step(hands, case, "duplicate", reason="this decision was executed before; not executed again")
+            return "duplicate"
+        _step(hands, case, "execute", plan=plan)
+        with guardrails.watch(case.decision_id) as cancelled:
+            return _run(case, hands, cancelled)
 
 
-def _execute(case: Case, hands: Hands, details: dict[str, Any]) -> str:
-    decision = case.verdict.decision
-    _step(hands, case, "execute", plan=hands.executor.plan(case.action))
-    result = hands.executor.execute(case.action)
-    _step(hands, case, "executed", ok=result.ok, detail=result.detail)
-    if not result.ok:
-        hands.notifier.notify("execution_failed", case.summary, {**details, "detail": result.detail})
+def _refuse(case: Case, hands: Hands, reason: str) -> str:
+    _step(hands, case, "refused", reason=reason)
+    hands.notifier.notify("execution_refused", case.summary, _details(case, reason=reason))
+    return "refused"
+
+
+def _run(case: Case, hands: Hands, cancelled: threading.Event) -> str:
+    decision, action = case.verdict.decision, case.action
+    action_id = _record_action(case, hands)
+    try:
+        change = hands.executor.execute(action, case.decision_id)
+    except ExecutorError as exc:
+        hands.ledger.move(case.decision_id, "error", from_states=("started",))
+        _step(hands, case, "executed", ok=False, detail=str(exc), retried=False)
+        hands.notifier.notify("execution_failed", case.summary, _details(case, detail=str(exc)))
+        _learn(case, hands, action_id, "error", simulated=False)
         return "error"
-    if decision.level == 3:
+    window = decision.abort_window_seconds if decision.level == ABORT_LEVEL else None
+    hands.ledger.executed(case.decision_id, change, hands.clock(), window, action_id)
+    _step(hands, case, "executed", ok=True, detail=change.detail, sent=change.sent)
+    if window is not None:
         hands.notifier.notify(
             "executed_abort_window",
             case.summary,
-            {**details, "abort_window_seconds": decision.abort_window_seconds},
+            _details(case, abort_window_seconds=window, abort=f"POST /api/actions/{case.decision_id}/abort"),
         )
-    verified = hands.executor.verify(case.action)
-    _step(hands, case, "verified", ok=verified.ok, detail=verified.detail)
-    if not verified.ok:
-        hands.notifier.notify("verification_failed", case.summary, {**details, "detail": verified.detail})
-        return "verification_failed"
-    return "success"
+    seconds = hands.verify_seconds.get(action.type, DEFAULT_VERIFY_SECONDS)
+    verified = _verify(hands.executor, action, change, Deadline.after(seconds, cancelled))
+    if cancelled.is_set():
+        _step(hands, case, "verification_stopped", detail=verified.detail)
+        return "aborted"  # the abort rolls back and records the outcome
+    _step(hands, case, "verified", ok=verified.ok, detail=verified.detail, deadline_seconds=seconds)
+    if verified.ok:
+        if not hands.ledger.move(case.decision_id, "succeeded", from_states=("executed",)):
+            return "aborted"
+        _learn(case, hands, action_id, "success", simulated=change.simulated)
+        return "success"
+    if not hands.ledger.move(case.decision_id, "rolling_back", from_states=("executed",)):
+        return "aborted"
+    undone = roll_back(hands, case.decision_id, action, change, "verification failed")
+    outcome = "rolled_back" if undone.ok else "verification_failed"
+    hands.ledger.move(case.decision_id, outcome, from_states=("rolling_back",))
+    hands.notifier.notify(
+        "verification_failed",
+        case.summary,
+        _details(case, detail=verified.detail, rollback=undone.detail, outcome=outcome),
+    )
+    _learn(case, hands, action_id, outcome, simulated=change.simulated)
+    return outcome
+
+
+def _verify(executor: Executor, action: ProposedAction, change: Change, deadline: Deadline) -> StepResult:
+    try:
+        return executor.verify(action, change, deadline)
+    except ExecutorError as exc:
+        return StepResult(ok=False, detail=f"verification could not observe the target: {exc}")
+
+
+def roll_back(hands: Hands, decision_id: str, action: ProposedAction, change: Change, why: str) -> StepResult:
+    """Undo ``change``, audited as its own two steps; a failure is reported, not raised."""
+    audit_step(hands, decision_id, action, "rollback", reason=why, undo=dict(change.undo))
+    try:
+        result = hands.executor.rollback(action, change)
+    except ExecutorError as exc:
+        result = StepResult(ok=False, detail=f"rollback failed: {exc}")
+    audit_step(hands, decision_id, action, "rolled_back", ok=result.ok, detail=result.detail)
+    if not result.ok:
+        hands.notifier.notify(
+            "rollback_failed",
+            f"rollback of {action.type} on {action.target} failed: roll back by hand",
+            {"decision_id": decision_id, "action": action.to_json(), "detail": result.detail},
+        )
+    return result
+
+
+def _record_action(case: Case, hands: Hands) -> int | None:
+    """Record the executed action in history (it counts toward the autonomous rate limit)."""
+    history = hands.history
+    if history is None:
+        return None
+    try:
+        incident_id = case.incident_id or history.latest_incident(case.alert.fingerprint)
+        if incident_id is None:
+            _step(hands, case, "history_problem", detail="no incident recorded; the action is not in history")
+            return None
+        return history.record_action(
+            incident_id, case.action.type, case.verdict.decision.level, hands.clock()
+        )
+    except HistoryError as exc:
+        _step(hands, case, "history_problem", detail=str(exc))
+        return None
+
+
+def _learn(case: Case, hands: Hands, action_id: int | None, outcome: str, *, simulated: bool) -> None:
+    problem = learn(hands, action_id, outcome, simulated=simulated)
+    if problem:
+        _step(hands, case, "history_problem", detail=problem)
+
+
+def learn(hands: Hands, action_id: int | None, outcome: str, *, simulated: bool) -> str | None:
+    """Record an outcome in history, unless the change was simulated; returns a problem, if any."""
+    if hands.history is None or action_id is None or simulated:
+        return None
+    try:
+        hands.history.record_outcome(action_id, outcome, hands.clock())
+    except HistoryError as exc:
+        log.warning("outcome %s of history action %s not recorded: %s", outcome, action_id, exc)
+        return str(exc)
+    return None

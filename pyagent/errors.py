@@ -145,3 +145,25 @@ class ApiRequestFailed(PyagentError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ExecutorError(PyagentError):
+    """An executor could not carry out, observe or undo an action: the API refused it, was
+    unreachable or timed out. Whether a change was applied is unknown unless the message
+    says so. Never retried blindly: the outcome is ``error`` and humans are told."""
+
+
+class ActionRefused(ExecutorError):
+    """The executor refused before changing anything (a paused Deployment, a missing target,
+    an action it does not carry out). Not retryable: a human must look."""
+
+
+class AbortRefused(PyagentError):
+    """An abort cannot be honoured; ``reason`` says why (``unknown``: no such execution;
+    ``no_window``: the level has no abort window; ``window_closed``; ``finished``: already
+    rolled back or failed; ``not_executed``: nothing was changed). Not retryable."""
+
+    def __init__(self, decision_id: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
+        self.reason = reason

@@ -12,6 +12,7 @@ from typing import Any
 
 from pyagent.alerts import Alert, Delivery
 from pyagent.context import Context, Sources, gather
+from pyagent.dispatch import plan_of
 from pyagent.executors import Executor, ProposedAction
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict, decide
@@ -56,6 +57,6 @@ def evaluate(
         policy_input = context.policy_input()
         verdict = decide(client, policy_input, context.health_ceiling, context.problems)
         acts = verdict.decision.level >= 2
-        plan = executor.plan(ProposedAction.from_policy_input(policy_input)) if acts else None
+        plan = plan_of(executor, ProposedAction.from_policy_input(policy_input)) if acts else None
         evaluations.append(Evaluation(alert, context, verdict, plan))
     return evaluations

@@ -31,9 +31,9 @@ def api_client(target: KubeTarget) -> client.ApiClient:
     configuration = client.Configuration()
     try:
         if target.in_cluster:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(
+            config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=str(target.kubeconfig) if target.kubeconfig else None,
                 context=target.context,
                 client_configuration=configuration,

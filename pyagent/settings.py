@@ -68,6 +68,11 @@ class Settings:
     servicenow_password: str | None = None
     change_assignment_group: str = "sre"
     notification_give_up_seconds: float = 3600.0
+    executor: str = "dry-run"  # the executor of every target no route names: dry-run, kubernetes, docker
+    executor_routes: dict[str, str] | None = None  # "Kind/namespace/name" pattern -> executor name
+    docker_url: str | None = None  # the Docker engine, e.g. unix:///var/run/docker.sock
+    docker_timeout: float = 10.0
+    max_concurrent_actions: int = 4
     instance: str = field(default_factory=lambda: os.uname().nodename)
 
     @property
@@ -127,7 +132,18 @@ def load(config_file: Path | None, environ: Mapping[str, str], flags: Mapping[st
     return _checked(_apply(settings, dict(flags), "command line"))
 
 
+EXECUTORS = ("dry-run", "kubernetes", "docker")
+
+
 def _checked(settings: Settings) -> Settings:
+    routes = settings.executor_routes or {}
+    if not isinstance(routes, dict) or not all(isinstance(k, str) for k in routes):
+        raise ConfigError("executor_routes: must map target patterns (Kind/namespace/name) to executor names")
+    for name in (settings.executor, *routes.values()):
+        if name not in EXECUTORS:
+            raise ConfigError(f"executor {name!r} is not one of {', '.join(EXECUTORS)}")
+    if settings.max_concurrent_actions < 1:
+        raise ConfigError("max_concurrent_actions: must be at least 1")
     if settings.error_budget not in {"inventory", "prometheus"}:
         raise ConfigError(f"error_budget: {settings.error_budget!r} is not inventory or prometheus")
     if settings.error_budget == "prometheus" and not settings.prometheus_url:

@@ -46,6 +46,14 @@ CREATE TABLE IF NOT EXISTS decisions (
     incident_id INTEGER REFERENCES incidents (id),
     level INTEGER NOT NULL, decision TEXT NOT NULL, input_hash TEXT NOT NULL, created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS executions (
+    decision_id TEXT PRIMARY KEY, action TEXT NOT NULL, level INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('started', 'executed', 'succeeded', 'rolling_back',
+        'rolled_back', 'verification_failed', 'error', 'aborted', 'abort_failed')),
+    history_action_id INTEGER, change TEXT, started_at TEXT NOT NULL, executed_at TEXT,
+    abort_deadline TEXT, abort_requested_by TEXT, abort_requested_via TEXT, abort_requested_at TEXT,
+    finished_at TEXT
+);
 """
 
 
@@ -265,7 +273,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Row counts per table, for health and tests."""
-        tables = ("deliveries", "alerts", "incidents", "decisions")
+        tables = ("deliveries", "alerts", "incidents", "decisions", "executions")
         return self._run(
             lambda db: {t: int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}  # noqa: S608
         )

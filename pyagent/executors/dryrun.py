@@ -6,7 +6,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from pyagent.executors import ProposedAction, StepResult
+from pyagent.executors import Change, Deadline, ProposedAction, StepResult
 
 log = logging.getLogger("pyagent.executor.dryrun")
 
@@ -40,19 +40,20 @@ def _call(action: ProposedAction) -> str:
 
 
 class DryRunExecutor:
-    """Logs the exact call it would make for each step and reports success."""
-
-    simulated = True
+    """Logs the exact call it would make for each step and reports success; changes nothing."""
 
     def plan(self, action: ProposedAction) -> str:
         return f"dry-run: {_call(action)}"
 
-    def execute(self, action: ProposedAction) -> StepResult:
+    def execute(self, action: ProposedAction, decision_id: str) -> Change:
         call = _call(action)
-        log.info("dry-run execute: %s", call)
-        return StepResult(ok=True, detail=f"dry-run: would {call}")
+        log.info("dry-run execute for decision %s: %s", decision_id, call)
+        return Change(detail=f"dry-run: would {call}", simulated=True)
 
-    def verify(self, action: ProposedAction) -> StepResult:
+    def verify(self, action: ProposedAction, change: Change, deadline: Deadline) -> StepResult:
         return StepResult(
             ok=True, detail=f"dry-run: nothing changed on {action.kind}/{action.namespace}/{action.name}"
         )
+
+    def rollback(self, action: ProposedAction, change: Change) -> StepResult:
+        return StepResult(ok=True, detail=f"dry-run: nothing to undo on {action.target}")

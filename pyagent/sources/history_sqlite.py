@@ -13,8 +13,11 @@ block the writer. Times are stored as RFC 3339 UTC text to the second
   ``insufficient_history`` already cover that case);
 - ``last_suboptimal_at``: the latest ``verification_failed``, ``aborted``,
   ``rolled_back`` or ``error`` outcome of this pattern and action;
-- ``false_positive_rate_7d``: ``false_positive`` outcomes over all outcomes, of any
-  pattern, recorded in the 7 days before ``now`` (0.0 when there are none).
+- ``false_positive_rate_7d``: outcomes that show the diagnosis or its remedy was wrong
+  (``false_positive``, and the suboptimal outcomes of executed actions: a failed
+  verification, a rollback, an abort) over all outcomes, of any pattern, recorded in the
+  7 days before ``now`` (0.0 when there are none). An executor ``error`` is a tool
+  failure, not evidence against the diagnosis: it counts in the total only.
 
 A database error there gives :meth:`HistoryFacts.worst_case`; the recording methods
 raise :class:`pyagent.errors.HistoryError`.
@@ -36,6 +39,7 @@ from pyagent.sources import HistoryFacts
 OutcomeKind = Literal["success", "verification_failed", "aborted", "rolled_back", "error", "false_positive"]
 
 SUBOPTIMAL = ("verification_failed", "aborted", "rolled_back", "error")
+WRONG = ("false_positive", "verification_failed", "aborted", "rolled_back")
 AUTONOMOUS_MIN_LEVEL = 3
 FALSE_POSITIVE_WINDOW = timedelta(days=7)
 
@@ -193,9 +197,9 @@ class HistorySQLite:
                 ).fetchone()
                 outcomes = conn.execute(_OUTCOMES_OF, (pattern_id, action_type, at)).fetchall()
                 total, false_positives = conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(outcome = 'false_positive'), 0) FROM outcomes"
+                    "SELECT COUNT(*), COALESCE(SUM(outcome IN (?, ?, ?, ?)), 0) FROM outcomes"
                     " WHERE recorded_at > ? AND recorded_at <= ?",
-                    (since, at),
+                    (*WRONG, since, at),
                 ).fetchone()
         except sqlite3.Error as exc:
             return HistoryFacts.worst_case(f"history {self._path}: {exc}")
