@@ -24,8 +24,9 @@ setup: packages tools venv ## install Debian packages, build pinned OPA and Rega
 
 # Debian packages the tests run for real: Alertmanager routes alerts to the agent's webhook;
 # Prometheus serves error budgets, and its promtool tests the shipped rules; Chromium and its
-# WebDriver drive the console in a real browser
-DEB_PACKAGES := prometheus-alertmanager prometheus chromium chromium-driver
+# WebDriver drive the console in a real browser; the Docker executor's tests start docker.io's
+# dockerd and import an image of busybox-static's busybox
+DEB_PACKAGES := prometheus-alertmanager prometheus chromium chromium-driver docker.io busybox-static
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 packages: ## apt-get the Debian packages the tests use, when any is missing

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pyagent.opa import EmbeddedOpa, OpaClient, default_policy_dir
+from tests.docker_engine import DockerEngine, docker_engine
 from tests.kube import KubeCluster, kube_apiserver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,13 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     Tests share it: each creates its own namespaces, with names of its own."""
     with kube_apiserver(tmp_path_factory.mktemp("kube")) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def docker_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+    """A real dockerd on a private socket, no network, with a busybox image, for the whole session."""
+    with docker_engine(tmp_path_factory.mktemp("docker")) as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -1,0 +1,131 @@
+"""What the execution tests share: real decisions from OPA, and the hands dispatch acts through."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pyagent.alerts import parse_webhook
+from pyagent.audit import AuditLog
+from pyagent.dispatch import Case, Hands
+from pyagent.executors import Executor, ProposedAction
+from pyagent.executors.guardrails import Guardrails
+from pyagent.notifiers.console import ConsoleNotifier
+from pyagent.opa import OpaClient
+from pyagent.policy import Verdict
+from pyagent.sources.history_sqlite import HistorySQLite
+from pyagent.store import Store
+from tests.serving import example
+
+START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+PATTERN = "oom-memory-leak"
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Kit:
+    hands: Hands
+    history: HistorySQLite
+    notes: io.StringIO
+    clock: Clock
+    state: Path
+
+    def notifications(self) -> list[str]:
+        return [line.split("]", 1)[0].lstrip("[") for line in self.notes.getvalue().splitlines()]
+
+    def steps(self, decision_id: str) -> list[str]:
+        lines = (self.state / "audit.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        return [r["step"] for r in records if r["kind"] == "action_step" and r["decision_id"] == decision_id]
+
+    def close(self) -> None:
+        self.hands.store.close()
+        audit = self.hands.audit
+        if isinstance(audit, AuditLog):
+            audit.close()
+
+
+def kit(
+    state: Path,
+    executor: Executor,
+    *,
+    verify_seconds: float = 30.0,
+    max_concurrent: int = 4,
+    store: Store | None = None,
+    kill_switch: Callable[[], bool] | None = None,
+) -> Kit:
+    state.mkdir(parents=True, exist_ok=True)
+    clock, notes = Clock(), io.StringIO()
+    history = HistorySQLite(state / "history.db")
+    kill_file = state / "kill-switch"
+    guardrails = Guardrails(kill_switch=kill_switch or kill_file.exists, max_concurrent=max_concurrent)
+    hands = Hands(
+        executor,
+        ConsoleNotifier(notes),
+        store or Store(state / "agent.db"),
+        AuditLog(state / "audit.jsonl", "test"),
+        history=history,
+        guardrails=guardrails,
+        verify_seconds=dict.fromkeys(
+            ("rolling_restart", "scale_up", "restart_container", "log_pipeline_restart"), verify_seconds
+        ),
+        clock=clock,
+    )
+    return Kit(hands, history, notes, clock, state)
+
+
+def policy_input(
+    example_input: dict[str, Any], kind: str, namespace: str, name: str, *, level: int, action: str
+) -> dict[str, Any]:
+    """DESIGN.md's example input, aimed at one target, for a level 4 or a level 3 decision."""
+    document = copy.deepcopy(example_input)
+    document["action"]["type"] = action
+    document["action"]["target"].update({"kind": kind, "namespace": namespace, "name": name})
+    if level == 3:
+        document["pattern"]["occurrences"] = 5  # insufficient_history: ceiling 3
+    return document
+
+
+def case(opa: OpaClient, document: dict[str, Any], history: HistorySQLite, level: int) -> Case:
+    """A case as the agent would dispatch it, with OPA's real decision for ``document``."""
+    decision = opa.decide(document)
+    assert level == decision.level, decision.triggers
+    alert = parse_webhook(json.dumps(example("level-4-oom-restart")).encode()).alerts[0]
+    incident = history.record_incident(alert.fingerprint, PATTERN, alert.name, START)
+    return Case(
+        alert,
+        str(uuid.uuid4()),
+        Verdict(decision, "sha256:test"),
+        ProposedAction.from_policy_input(document),
+        "container killed for running out of memory: proposing rolling_restart",
+        incident,
+    )
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait until ``check()`` holds (a synchronisation point, not a timed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.02)

@@ -1,0 +1,262 @@
+"""The execution path against a real kube-apiserver and real OPA decisions: guardrails, the
+outcome loop, level 3's abort window, and one decision causing at most one restart."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyagent.abort import abort
+from pyagent.dispatch import Case, dispatch, execute_action
+from pyagent.errors import AbortRefused
+from pyagent.ledger import Ledger
+from pyagent.opa import OpaClient
+from tests.execution_kit import PATTERN, START, Kit, case, kit, policy_input, wait_for
+from tests.kube import KubeCluster
+from tests.kube_world import RolloutController, World
+
+
+@pytest.fixture
+def world(kube_cluster: KubeCluster, tmp_path: Path) -> World:
+    return World(kube_cluster, tmp_path)
+
+
+@pytest.fixture
+def hands_kit(world: World, tmp_path: Path) -> Iterator[Kit]:
+    made = kit(tmp_path / "state", world.executor(), verify_seconds=30.0)
+    yield made
+    made.close()
+
+
+def _case(opa: OpaClient, example_input: dict[str, Any], world: World, kit_: Kit, level: int) -> Case:
+    document = policy_input(
+        example_input, "Deployment", world.namespace, "web", level=level, action="rolling_restart"
+    )
+    return case(opa, document, kit_.history, level)
+
+
+def _generation(world: World, name: str = "web") -> int:
+    return int(world.read(name)["metadata"]["generation"])
+
+
+def test_level_4_restart_succeeds_and_is_learned(
+    opa: OpaClient, example_input: dict[str, Any], world: World, hands_kit: Kit
+) -> None:
+    world.deployment("web")
+    the_case = _case(opa, example_input, world, hands_kit, 4)
+    with RolloutController(world).running():
+        outcome = dispatch(the_case, hands_kit.hands)
+    assert "success" == outcome
+    assert ["execute", "executed", "verified"] == hands_kit.steps(the_case.decision_id)
+    facts = hands_kit.history.stats(PATTERN, "rolling_restart", START)
+    assert facts.consistent_outcomes
+    assert facts.last_suboptimal_at is None
+    assert [] == hands_kit.notifications()  # level 4 tells humans only when verification fails
+
+
+def test_verification_timeout_rolls_back_and_records_a_suboptimal_outcome(
+    opa: OpaClient, example_input: dict[str, Any], world: World, tmp_path: Path
+) -> None:
+    world.deployment("web")
+    template = world.read("web")["spec"]["template"]
+    quick = kit(tmp_path / "quick", world.executor(), verify_seconds=0.5)
+    the_case = _case(opa, example_input, world, quick, 4)
+    outcome = execute_action(the_case, quick.hands)  # no controller: the rollout never completes
+    state = Ledger(quick.hands.store).get(the_case.decision_id)
+    quick.close()
+    assert "rolled_back" == outcome
+    assert ["execute", "executed", "verified", "rollback", "rolled_back"] == quick.steps(the_case.decision_id)
+    assert template == world.read("web")["spec"]["template"]
+    assert ["verification_failed"] == quick.notifications()
+    facts = quick.history.stats(PATTERN, "rolling_restart", START)
+    assert not facts.consistent_outcomes
+    assert "2026-11-26T12:00:00Z" == facts.last_suboptimal_at
+    assert 1.0 == facts.false_positive_rate_7d
+    assert state is not None
+    assert "rolled_back" == state.state
+
+
+def test_a_failed_verification_demotes_the_pattern_in_the_next_decision(
+    opa: OpaClient, example_input: dict[str, Any], world: World, tmp_path: Path
+) -> None:
+    """The outcome loop: after a suboptimal outcome, the same proposal is no longer level 4."""
+    world.deployment("web")
+    quick = kit(tmp_path / "quick", world.executor(), verify_seconds=0.3)
+    first = _case(opa, example_input, world, quick, 4)
+    execute_action(first, quick.hands)
+    facts = quick.history.stats(PATTERN, "rolling_restart", START)
+    quick.close()
+    document = policy_input(
+        example_input, "Deployment", world.namespace, "web", level=4, action="rolling_restart"
+    )
+    document["pattern"]["consistent_outcomes"] = facts.consistent_outcomes
+    document["pattern"]["last_suboptimal_at"] = facts.last_suboptimal_at
+    decision = opa.decide(document)
+    assert 2 == decision.level
+    assert {"inconsistent_outcomes", "suboptimal_outcome"} <= {t.id for t in decision.triggers}
+
+
+def test_level_3_abort_inside_the_window_rolls_back(
+    opa: OpaClient, example_input: dict[str, Any], world: World, hands_kit: Kit
+) -> None:
+    world.deployment("web")
+    template = world.read("web")["spec"]["template"]
+    the_case = _case(opa, example_input, world, hands_kit, 3)
+    with RolloutController(world).running():
+        assert "success" == execute_action(the_case, hands_kit.hands)
+    hands_kit.clock.advance(899)
+    result = abort(the_case.decision_id, "alice", "test", hands_kit.hands)
+    assert result.rolled_back
+    assert template == world.read("web")["spec"]["template"]
+    assert ["executed_abort_window", "aborted"] == hands_kit.notifications()
+    steps = hands_kit.steps(the_case.decision_id)
+    assert ["abort_requested", "rollback", "rolled_back"] == steps[-3:]
+    assert "aborted" == hands_kit.hands.ledger.get(the_case.decision_id).state  # type: ignore[union-attr]
+    facts = hands_kit.history.stats(PATTERN, "rolling_restart", hands_kit.clock.now)
+    assert not facts.consistent_outcomes
+    with pytest.raises(AbortRefused, match="already aborted by alice"):
+        abort(the_case.decision_id, "bob", "test", hands_kit.hands)
+
+
+def test_abort_during_verification_stops_it_and_rolls_back(
+    opa: OpaClient, example_input: dict[str, Any], world: World, hands_kit: Kit
+) -> None:
+    world.deployment("web")
+    template = world.read("web")["spec"]["template"]
+    the_case = _case(opa, example_input, world, hands_kit, 3)
+    outcomes: list[str] = []
+    worker = threading.Thread(target=lambda: outcomes.append(execute_action(the_case, hands_kit.hands)))
+    worker.start()  # no controller: verification waits
+    ledger = hands_kit.hands.ledger
+    wait_for(lambda: getattr(ledger.get(the_case.decision_id), "state", None) == "executed", "execution")
+    result = abort(the_case.decision_id, "alice", "test", hands_kit.hands)
+    worker.join(timeout=30)
+    assert ["aborted"] == outcomes
+    assert result.rolled_back
+    assert template == world.read("web")["spec"]["template"]
+    assert "verification_stopped" in hands_kit.steps(the_case.decision_id)
+
+
+def test_abort_after_the_window_is_refused_and_changes_nothing(
+    opa: OpaClient, example_input: dict[str, Any], world: World, hands_kit: Kit
+) -> None:
+    world.deployment("web")
+    the_case = _case(opa, example_input, world, hands_kit, 3)
+    with RolloutController(world).running():
+        execute_action(the_case, hands_kit.hands)
+    generation = _generation(world)
+    hands_kit.clock.advance(901)
+    with pytest.raises(AbortRefused, match=r"abort window of decision .* closed at") as refused:
+        abort(the_case.decision_id, "alice", "test", hands_kit.hands)
+    assert "window_closed" == refused.value.reason
+    assert generation == _generation(world)
+
+
+def test_level_4_action_has_no_abort_window(
+    opa: OpaClient, example_input: dict[str, Any], world: World, hands_kit: Kit
+) -> None:
+    world.deployment("web")
+    the_case = _case(opa, example_input, world, hands_kit, 4)
+    with RolloutController(world).running():
+        execute_action(the_case, hands_kit.hands)
+    with pytest.raises(AbortRefused, match="only level 3"):
+        abort(the_case.decision_id, "alice", "test", hands_kit.hands)
+
+
+def test_kill_switch_stops_new_executions(
+    opa: OpaClient, example_input: dict[str, Any], world: World, hands_kit: Kit
+) -> None:
+    world.deployment("web")
+    generation = _generation(world)
+    (hands_kit.state / "kill-switch").touch()
+    the_case = _case(opa, example_input, world, hands_kit, 4)
+    assert "refused" == execute_action(the_case, hands_kit.hands)
+    assert generation == _generation(world)
+    assert ["execution_refused"] == hands_kit.notifications()
+    assert hands_kit.hands.ledger.get(the_case.decision_id) is None
+
+
+def test_kill_switch_lets_a_running_action_finish_its_verification(
+    opa: OpaClient, example_input: dict[str, Any], world: World, hands_kit: Kit
+) -> None:
+    world.deployment("web")
+    the_case = _case(opa, example_input, world, hands_kit, 4)
+    outcomes: list[str] = []
+    worker = threading.Thread(target=lambda: outcomes.append(execute_action(the_case, hands_kit.hands)))
+    worker.start()
+    ledger = hands_kit.hands.ledger
+    wait_for(lambda: getattr(ledger.get(the_case.decision_id), "state", None) == "executed", "execution")
+    (hands_kit.state / "kill-switch").touch()
+    world.complete("web")  # the controller finishes the rollout after the switch
+    worker.join(timeout=30)
+    assert ["success"] == outcomes
+
+
+def test_one_decision_restarts_at_most_once_across_retries_and_restarts(
+    opa: OpaClient, example_input: dict[str, Any], world: World, tmp_path: Path
+) -> None:
+    world.deployment("web")
+    first = kit(tmp_path / "agent", world.executor())
+    the_case = _case(opa, example_input, world, first, 4)
+    with RolloutController(world).running():
+        assert "success" == execute_action(the_case, first.hands)
+        generation = _generation(world)
+        assert "duplicate" == execute_action(the_case, first.hands)  # a retry
+        first.close()
+        restarted = kit(tmp_path / "agent", world.executor())  # the agent restarted: same store
+        assert "duplicate" == execute_action(the_case, restarted.hands)
+        restarted.close()
+        amnesiac = kit(tmp_path / "lost", world.executor())  # its store lost: the stamp still holds
+        assert "success" == execute_action(the_case, amnesiac.hands)
+        amnesiac.close()
+    assert generation == _generation(world)
+
+
+def test_a_busy_target_is_refused(
+    opa: OpaClient, example_input: dict[str, Any], world: World, hands_kit: Kit
+) -> None:
+    world.deployment("web")
+    the_case = _case(opa, example_input, world, hands_kit, 4)
+    with hands_kit.hands.guardrails.slot(the_case.action.target) as refusal:
+        assert refusal is None
+        assert "refused" == execute_action(the_case, hands_kit.hands)
+    assert "another action is running" in hands_kit.notes.getvalue()
+
+
+def test_the_global_cap_refuses_one_more(
+    opa: OpaClient, example_input: dict[str, Any], world: World, tmp_path: Path
+) -> None:
+    world.deployment("web")
+    capped = kit(tmp_path / "capped", world.executor(), max_concurrent=1)
+    the_case = _case(opa, example_input, world, capped, 4)
+    with capped.hands.guardrails.slot("Deployment/elsewhere/other"):
+        assert "refused" == execute_action(the_case, capped.hands)
+    capped.close()
+    assert "the global cap" in capped.notes.getvalue()
+
+
+def test_an_executor_error_is_not_retried(
+    opa: OpaClient, example_input: dict[str, Any], world: World, kube_cluster: KubeCluster, tmp_path: Path
+) -> None:
+    from pyagent.executors.kubernetes import KubernetesExecutor  # noqa: PLC0415
+    from pyagent.kube import KubeTarget, api_client  # noqa: PLC0415
+
+    world.deployment("web")
+    generation = _generation(world)
+    nobody = kube_cluster.kubeconfig(tmp_path / "nobody", kube_cluster.unprivileged_token)
+    forbidden = kit(tmp_path / "forbidden", KubernetesExecutor(api_client(KubeTarget(nobody))))
+    the_case = _case(opa, example_input, world, forbidden, 4)
+    assert "error" == execute_action(the_case, forbidden.hands)
+    assert "duplicate" == execute_action(the_case, forbidden.hands)  # a retry does not act again
+    forbidden.close()
+    assert generation == _generation(world)
+    assert ["execute", "executed", "duplicate"] == forbidden.steps(the_case.decision_id)
+    assert ["execution_failed"] == forbidden.notifications()[:1]
+    assert (
+        "2026-11-26T12:00:00Z"
+        == forbidden.history.stats(PATTERN, "rolling_restart", START).last_suboptimal_at
+    )
