@@ -262,35 +262,42 @@ def describe(evaluation: Evaluation) -> str:
 @main.command("abort")
 @click.argument("decision_id")
 @click.option("--url", help="The agent's base URL (default: http://LISTEN from the settings).")
-@click.option("--by", default=None, help="Your name, recorded with the abort (default: the login name).")
+@click.option("--user", help="Your name in the console's access file (default: your login name).")
+@click.option(
+    "--password",
+    envvar="PYAGENT_PASSWORD",
+    prompt=True,
+    hide_input=True,
+    help="Your console password (or PYAGENT_PASSWORD).",
+)
 @config_option
-def abort_command(decision_id: str, url: str | None, by: str | None, config_file: Path | None) -> None:
+def abort_command(
+    decision_id: str, url: str | None, user: str | None, password: str, config_file: Path | None
+) -> None:
     """Abort the level-3 action of DECISION_ID within its abort window: the agent rolls it back.
 
-    Asks the running agent (``POST /api/actions/DECISION_ID/abort``); after the window the
-    agent refuses and this exits 1 saying why.
+    Asks the running agent (``POST /api/actions/DECISION_ID/abort``, HTTP Basic credentials of
+    the console's access file); after the window the agent refuses and this exits 1 saying why.
     """
     import getpass  # noqa: PLC0415
 
     import requests  # noqa: PLC0415
 
     settings = _settings(config_file)
-    base = (url or f"http://{settings.listen}").rstrip("/")
+    base = (url or settings.console_url or f"http://{settings.listen}").rstrip("/")
     try:
         response = requests.post(
             f"{base}/api/actions/{decision_id}/abort",
-            json={"by": by or getpass.getuser(), "via": "cli"},
+            json={},
+            auth=(user or getpass.getuser(), password),
             timeout=120,
         )
         body = response.json()
     except (requests.RequestException, ValueError) as exc:
         raise click.ClickException(f"{base}: {exc}") from exc
     if response.status_code != 200:
-        raise click.ClickException(str(body.get("error", body)))
-    state = (
-        "rolled back" if body.get("rolled_back") else f"NOT rolled back, act by hand: {body.get('detail')}"
-    )
-    click.echo(f"decision {decision_id}: aborted, {state}")
+        raise click.ClickException(f"HTTP {response.status_code}: {body.get('error', body)}")
+    click.echo(f"decision {decision_id}: aborted; {body.get('message', '')}")
 
 
 @main.group()

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from pyagent.alerts import parse_webhook
+from pyagent.approvals import Approval
 from pyagent.audit import AuditLog
+from pyagent.briefing import Briefing
+from pyagent.changes import ChangeDesk, ChangeRecord
 from pyagent.dispatch import Case, Hands
 from pyagent.executors import Executor, ProposedAction
 from pyagent.executors.guardrails import Guardrails
 from pyagent.notifiers.console import ConsoleNotifier
-from pyagent.opa import OpaClient
+from pyagent.opa import OpaClient, default_policy_dir
 from pyagent.policy import Verdict
 from pyagent.sources.history_sqlite import HistorySQLite
 from pyagent.store import Store
@@ -27,6 +30,13 @@ from tests.serving import example
 
 START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 PATTERN = "oom-memory-leak"
+
+
+class NoApprovals:
+    """The approval flow is not under test here: executing never asks anyone."""
+
+    def ask(self, case: Case, plan: str, change: ChangeRecord | None) -> Approval:
+        raise AssertionError(f"execution asked for an approval of {case.decision_id}")
 
 
 class Clock:
@@ -59,6 +69,7 @@ class Kit:
         return [r["step"] for r in records if r["kind"] == "action_step" and r["decision_id"] == decision_id]
 
     def close(self) -> None:
+        self.hands.changes.close()
         self.hands.store.close()
         audit = self.hands.audit
         if isinstance(audit, AuditLog):
@@ -79,11 +90,15 @@ def kit(
     history = HistorySQLite(state / "history.db")
     kill_file = state / "kill-switch"
     guardrails = Guardrails(kill_switch=kill_switch or kill_file.exists, max_concurrent=max_concurrent)
+    store = store or Store(state / "agent.db")
+    audit = AuditLog(state / "audit.jsonl", "test")
     hands = Hands(
         executor,
         ConsoleNotifier(notes),
-        store or Store(state / "agent.db"),
-        AuditLog(state / "audit.jsonl", "test"),
+        store,
+        audit,
+        ChangeDesk(store, audit, default_policy_dir() / "escalation" / "policy.json"),
+        NoApprovals(),
         history=history,
         guardrails=guardrails,
         verify_seconds=dict.fromkeys(
@@ -112,13 +127,37 @@ def case(opa: OpaClient, document: dict[str, Any], history: HistorySQLite, level
     assert level == decision.level, decision.triggers
     alert = parse_webhook(json.dumps(example("level-4-oom-restart")).encode()).alerts[0]
     incident = history.record_incident(alert.fingerprint, PATTERN, alert.name, START)
+    action = ProposedAction.from_policy_input(document)
     return Case(
         alert,
         str(uuid.uuid4()),
         Verdict(decision, "sha256:test"),
-        ProposedAction.from_policy_input(document),
-        "container killed for running out of memory: proposing rolling_restart",
+        action,
+        f"proposing {action.type} on {action.target}",
+        _briefing(document),
+        0,
         incident,
+    )
+
+
+def _briefing(document: dict[str, Any]) -> Briefing:
+    blast = document["blast_radius"]
+    return Briefing(
+        alert_name=document["alert"]["name"],
+        service=document["action"]["target"]["name"],
+        environment=document["action"]["target"]["environment"],
+        confidence=document["ai"]["confidence"],
+        replica_fraction=blast["replica_fraction"],
+        services=blast["services"],
+        namespaces=tuple(blast["namespaces"]),
+        shared_infrastructure=blast["shared_infrastructure"],
+        error_budget_remaining=document["error_budget"]["remaining"],
+        regulated=document["regulatory"]["regulated"],
+        frameworks=tuple(document["regulatory"]["frameworks"]),
+        pattern_id=document["pattern"]["id"],
+        occurrences=document["pattern"]["occurrences"],
+        analysis=None,
+        problems=(),
     )
 
 
