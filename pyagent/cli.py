@@ -19,7 +19,8 @@ from pyagent import settings as settings_module
 from pyagent.alerts import parse_webhook
 from pyagent.app import build_executor, build_sources, policy_client
 from pyagent.audit import verify
-from pyagent.cli_humans import approvals, console
+from pyagent.cli_humans import api_options, approvals, console
+from pyagent.console.client import ApiClient
 from pyagent.contract import Decision, validate
 from pyagent.errors import InvalidDocument, PyagentError
 from pyagent.evaluate import Evaluation
@@ -261,43 +262,23 @@ def describe(evaluation: Evaluation) -> str:
 
 @main.command("abort")
 @click.argument("decision_id")
-@click.option("--url", help="The agent's base URL (default: http://LISTEN from the settings).")
-@click.option("--user", help="Your name in the console's access file (default: your login name).")
-@click.option(
-    "--password",
-    envvar="PYAGENT_PASSWORD",
-    prompt=True,
-    hide_input=True,
-    help="Your console password (or PYAGENT_PASSWORD).",
-)
-@config_option
-def abort_command(
-    decision_id: str, url: str | None, user: str | None, password: str, config_file: Path | None
-) -> None:
+@api_options
+def abort_command(decision_id: str, url: str, user: str, password: str | None) -> None:
     """Abort the level-3 action of DECISION_ID within its abort window: the agent rolls it back.
 
-    Asks the running agent (``POST /api/actions/DECISION_ID/abort``, HTTP Basic credentials of
-    the console's access file); after the window the agent refuses and this exits 1 saying why.
+    Asks the running agent (``POST /api/actions/DECISION_ID/abort``, with the console's
+    credentials); after the window the agent refuses and this exits 1 saying why.
     """
-    import getpass  # noqa: PLC0415
-
-    import requests  # noqa: PLC0415
-
-    settings = _settings(config_file)
-    base = (url or settings.console_url or f"http://{settings.listen}").rstrip("/")
+    if password is None:
+        password = click.prompt(f"password for {user}", hide_input=True)
+    client = ApiClient(url, user, password)
     try:
-        response = requests.post(
-            f"{base}/api/actions/{decision_id}/abort",
-            json={},
-            auth=(user or getpass.getuser(), password),
-            timeout=120,
-        )
-        body = response.json()
-    except (requests.RequestException, ValueError) as exc:
-        raise click.ClickException(f"{base}: {exc}") from exc
-    if response.status_code != 200:
-        raise click.ClickException(f"HTTP {response.status_code}: {body.get('error', body)}")
-    click.echo(f"decision {decision_id}: aborted; {body.get('message', '')}")
+        answer = client.abort(decision_id)
+    except PyagentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
+    click.echo(f"decision {decision_id}: aborted; {answer.get('message', '')}")
 
 
 @main.group()

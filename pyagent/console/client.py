@@ -46,5 +46,8 @@ class ApiClient:
     def decide(self, approval_id: str, verb: str, plan_hash: str) -> dict[str, Any]:
         return self._call("POST", f"/api/approvals/{approval_id}/{verb}", {"plan_hash": plan_hash})
 
+    def abort(self, decision_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/actions/{decision_id}/abort", {})
+
     def close(self) -> None:
         self.session.close()
