@@ -94,9 +94,10 @@ docs-check: ## fail when the README's trigger table is stale
 	opa inspect -a --format json rego > $(TOOLS)/inspect.json
 	python3 scripts/trigger_table.py $(TOOLS)/inspect.json README.md --check
 
-bench: setup ## both benchmarks: the policy alone, then the agent end to end under load
+bench: setup ## the benchmarks: the policy alone, the agent end to end under load, the human loop's timing
 	python3 bench/policy_bench.py
 	python bench/e2e_bench.py
+	python -m bench.approval_bench
 
 bench-policy: tools ## opa bench on the decision for DESIGN.md's example input
 	python3 bench/policy_bench.py

@@ -86,6 +86,10 @@ def _text(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}
 
 
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
 def _fields(pairs: Mapping[str, str]) -> dict[str, Any]:
     return {
         "type": "section",
@@ -146,6 +150,9 @@ def approval_blocks(
         blocks.append(_text(f"*Analysis:*\n{briefing['analysis']}"))
     if console_url:
         blocks.append(_text(f"<{console_url}/console/approvals/{approval['id']}|Open in the console>"))
+    blocks.append(
+        _context(f"alert fingerprint {request['fingerprint']} · decision {approval['decision_id']}")
+    )
     if approval["state"] == "pending":
         value = f"{approval['id']}:{approval['plan_hash']}"
         blocks.append(
@@ -159,7 +166,7 @@ def approval_blocks(
             }
         )
     else:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": outcome_line(approval)}]})
+        blocks.append(_context(outcome_line(approval)))
     return blocks
 
 
