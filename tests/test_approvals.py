@@ -240,3 +240,24 @@ def test_cli_lists_and_approves_through_the_api(tmp_path: Path) -> None:
         (r["verdict"], r["approver"]["name"], r["approver"]["via"], r["approver"]["verified_by"])
         for r in audit_records(state, "approval")
     ]
+
+
+def test_decisions_are_filtered_by_level_service_and_trigger(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes, served(humans_settings(state, fakes)) as (url, running):
+        post(url, example("level-4-oom-restart"))
+        post(url, example("level-1-novel-pattern"))
+        assert running.agent.drain(30)
+        session = api(url, "carol")  # reading needs a sign-in, not an approver group
+
+        def ids(query: str) -> list[str]:
+            return [
+                d["alert_name"]
+                for d in session.get(f"{url}/api/decisions?{query}", timeout=10).json()["decisions"]
+            ]
+
+        assert 2 == len(ids(""))
+        assert ["KubePodOOMKilled"] == ids("level=2")
+        assert ["KubePodOOMKilled"] == ids("service=checkout")
+        assert ["KafkaConsumerLagGrowing"] == ids("trigger=novel_pattern")
+        assert [] == ids("level=4")

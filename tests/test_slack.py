@@ -10,6 +10,8 @@ import pytest
 
 from pyagent.app import Running
 from pyagent.notifiers.slack import verify
+from pyagent.sources import history_import as history_file
+from pyagent.sources.history_sqlite import HistorySQLite
 from tests.humans import (
     SIGNING_SECRET,
     SLACK_IDS,
@@ -24,7 +26,7 @@ from tests.humans import (
     served,
     wait_until,
 )
-from tests.serving import example, post
+from tests.serving import EXAMPLES, example, post
 
 Served = tuple[str, Running, Saas, Path]
 
@@ -170,3 +172,29 @@ def test_signature_check_follows_slacks_recipe() -> None:
     assert verify(SIGNING_SECRET, "1531420618", expected, body, 1531420618 + 10) is None
     assert "stale" in str(verify(SIGNING_SECRET, "1531420618", expected, body, 1531420618 + 301))
     assert "mismatch" in str(verify(SIGNING_SECRET, "1531420618", expected, body + b"x", 1531420618))
+
+
+def _with_history(state: Path) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    history_file.import_incidents(
+        HistorySQLite(state / "history.db"), history_file.load(EXAMPLES / "history.yaml")
+    )
+
+
+def test_level_1_posts_context_without_buttons_and_level_3_offers_abort(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _with_history(state)
+    with saas() as fakes, served(humans_settings(state, fakes)) as (url, running):
+        post(url, example("level-1-novel-pattern"))
+        post(url, example("level-3-rollback"))
+        assert running.agent.drain(30)
+        messages = {
+            m["text"].split(":")[0]: m for m in (r.json() for r in fakes.slack.wait_for(2, "/api/chat"))
+        }
+    context, done = messages["context"], messages["executed_abort_window"]
+    assert [] == [b for b in context["blocks"] if b["type"] == "actions"]
+    assert "no action recommended" in context["blocks"][0]["text"]["text"]
+    assert "novel_pattern" in str(context["blocks"])
+    assert "Abort within 15 minutes" in done["blocks"][0]["text"]["text"]
+    [actions] = [b for b in done["blocks"] if b["type"] == "actions"]
+    assert ["abort"] == [e["action_id"] for e in actions["elements"]]
