@@ -108,8 +108,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, step: float 
         time.sleep(step)
 
 
-def click_body(approval_id: str, plan_hash: str, user_id: str, action_id: str, response_url: str) -> bytes:
-    """A ``block_actions`` interaction as Slack sends it: form field ``payload`` holding JSON."""
+def click_body(  # noqa: PLR0917 - what one click carries
+    approval_id: str,
+    plan_hash: str,
+    user_id: str,
+    action_id: str,
+    response_url: str,
+    value: str | None = None,
+) -> bytes:
+    """A ``block_actions`` interaction as Slack sends it: form field ``payload`` holding JSON.
+    The button's value is ``approval_id:plan_hash`` unless ``value`` is given (an abort button)."""
     payload = {
         "type": "block_actions",
         "user": {"id": user_id, "username": user_id.lower(), "team_id": "T0TEAM"},
@@ -118,7 +126,7 @@ def click_body(approval_id: str, plan_hash: str, user_id: str, action_id: str, r
         "container": {"type": "message", "message_ts": "1700000001.000100", "channel_id": FakeSlack.CHANNEL},
         "response_url": response_url,
         "actions": [{"type": "button", "action_id": action_id, "block_id": f"approval:{approval_id}",
-                     "value": f"{approval_id}:{plan_hash}", "action_ts": "1700000002.000200"}],
+                     "value": value or f"{approval_id}:{plan_hash}", "action_ts": "1700000002.000200"}],
     }  # fmt: skip
     return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
 

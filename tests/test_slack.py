@@ -198,3 +198,21 @@ def test_level_1_posts_context_without_buttons_and_level_3_offers_abort(tmp_path
     assert "Abort within 15 minutes" in done["blocks"][0]["text"]["text"]
     [actions] = [b for b in done["blocks"] if b["type"] == "actions"]
     assert ["abort"] == [e["action_id"] for e in actions["elements"]]
+
+
+def test_abort_button_rolls_back_as_the_signed_slack_user(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _with_history(state)
+    with saas() as fakes, served(humans_settings(state, fakes)) as (url, running):
+        post(url, example("level-3-rollback"))
+        assert running.agent.drain(30)
+        [done] = [r.json() for r in fakes.slack.wait_for(1, "/api/chat.postMessage")]
+        [actions] = [b for b in done["blocks"] if b["type"] == "actions"]
+        decision_id = actions["elements"][0]["value"]
+        body = click_body("", "", SLACK_IDS["carol"], "abort", fakes.slack.response_url(), value=decision_id)
+        answer = post_click(url, body)
+        assert (200, True) == (answer.status_code, answer.json()["ok"]), answer.json()
+        again = post_click(url, body)
+        assert again.json()["ok"] is False
+    [requested] = [r for r in audit_records(state, "action_step") if r["step"] == "abort_requested"]
+    assert ("carol", "slack") == (requested["by"], requested["via"])
