@@ -8,15 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 from kubernetes import client
 
+from pyagent.cli import main
 from pyagent.errors import ActionRefused, ExecutorError
 from pyagent.executors import Change, Deadline, ProposedAction
 from pyagent.executors import kube_changes as changes
 from pyagent.executors.kubernetes import KubernetesExecutor
 from pyagent.kube import KubeTarget, api_client
+from pyagent.opa import EmbeddedOpa
 from tests.kube import KubeCluster
 from tests.kube_world import RolloutController, World
+from tests.serving import EXAMPLES
 
 DECISION = "11111111-2222-3333-4444-555555555555"
 
@@ -241,3 +246,42 @@ def test_rollback_of_a_change_made_by_an_earlier_attempt_says_so(world: World) -
     result = world.executor().rollback(_action(world, "rolling_restart", "web"), Change("x", {}, sent=False))
     assert not result.ok
     assert "earlier attempt" in result.detail
+
+
+def test_evaluate_with_the_kubernetes_executor_shows_the_server_side_dry_run(
+    world: World, opa_server: EmbeddedOpa, tmp_path: Path
+) -> None:
+    """``pyagent evaluate`` plans a level-4 restart through the API server's dry run, changing nothing."""
+    before = world.deployment("checkout", replicas=5)
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        (EXAMPLES / "inventory.yaml").read_text().replace("namespace: shop", f"namespace: {world.namespace}")
+    )
+    payload = tmp_path / "alert.json"
+    payload.write_text(
+        (EXAMPLES / "alerts" / "level-4-oom-restart.json")
+        .read_text()
+        .replace('"shop"', f'"{world.namespace}"')
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"executor": "kubernetes", "kubeconfig": str(world.kubeconfig)}))
+    runner = CliRunner()
+    state = str(tmp_path / "state")
+    imported = runner.invoke(
+        main, ["history", "import", str(EXAMPLES / "history.yaml"), "--state-dir", state]
+    )
+    assert 0 == imported.exit_code, imported.output
+    result = runner.invoke(
+        main,
+        ["evaluate", str(payload), "--config", str(config), "--state-dir", state, "--opa-url", opa_server.url,
+         "--inventory", str(inventory), "--now", "2026-11-26T12:00:00Z"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert 0 == result.exit_code, result.output
+    assert "level 4 (autonomous)" in result.output
+    path = f"/apis/apps/v1/namespaces/{world.namespace}/deployments/checkout"
+    assert (
+        f"plan: server-side dry run accepted: PATCH {path} (application/strategic-merge-patch+json)"
+        in result.output
+    )
+    assert before["metadata"]["resourceVersion"] == world.read("checkout")["metadata"]["resourceVersion"]
