@@ -143,14 +143,15 @@ def test_stale_scale_patch_is_refused_with_a_conflict(world: World) -> None:
     assert 4 == world.read("api")["spec"]["replicas"]
 
 
-def test_scale_up_under_concurrent_writers_adds_exactly_the_delta(world: World) -> None:
-    """Other writers keep changing the Deployment; conflicts are re-read, never double-applied."""
+def test_scale_up_under_concurrent_writers_never_applies_a_stale_or_double_change(world: World) -> None:
+    """Other writers keep changing the Deployment: each scale-up either lands once (conflicts are
+    re-read and rebuilt) or gives up with an error having changed nothing."""
     world.deployment("api", replicas=3)
     stop = threading.Event()
 
     def churn() -> None:
         count = 0
-        while not stop.is_set():
+        while not stop.wait(0.005):
             count += 1
             world.apps.patch_namespaced_deployment(
                 "api", world.namespace, {"metadata": {"labels": {"churn": str(count)}}},
@@ -159,13 +160,22 @@ def test_scale_up_under_concurrent_writers_adds_exactly_the_delta(world: World) 
 
     writer = threading.Thread(target=churn, daemon=True)
     writer.start()
+    landed, gave_up = 0, []
     try:
         for index in range(5):
-            world.executor().execute(_action(world, "scale_up", "api", delta=1), f"{DECISION[:-1]}{index}")
+            try:
+                world.executor().execute(
+                    _action(world, "scale_up", "api", delta=1), f"{DECISION[:-1]}{index}"
+                )
+            except ExecutorError as exc:
+                gave_up.append(str(exc))
+            else:
+                landed += 1
     finally:
         stop.set()
         writer.join(timeout=10)
-    assert 8 == world.read("api")["spec"]["replicas"]
+    assert 3 + landed == world.read("api")["spec"]["replicas"]
+    assert all("changed under us" in reason for reason in gave_up)
 
 
 def test_hpa_scale_up_raises_the_floor_by_the_delta_only(world: World) -> None:
