@@ -213,5 +213,6 @@ class Agent:
                 "confidence": context.diagnosis.confidence_record(),
                 "analysis": context.diagnosis.analysis,
                 "diagnosis_notes": list(context.diagnosis.notes),
+                "inventory": dict(context.inventory.details),
             },
         )

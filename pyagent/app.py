@@ -28,7 +28,7 @@ from pyagent.notifiers.pagerduty import PagerDutyChannel
 from pyagent.notifiers.slack import SlackChannel
 from pyagent.opa import EmbeddedOpa, OpaClient
 from pyagent.settings import Settings
-from pyagent.sources import ErrorBudgetSource
+from pyagent.sources import ErrorBudgetSource, InventorySource
 from pyagent.sources.catalog import ActionCatalog, policy_data, rate_limit_window
 from pyagent.sources.composite import CompositeDiagnoser
 from pyagent.sources.guardrails import FileGuardrails
@@ -37,6 +37,7 @@ from pyagent.sources.holmes import HolmesClient
 from pyagent.sources.inventory_file import InventoryFile
 from pyagent.sources.model import ChatModel
 from pyagent.sources.prometheus_budget import PrometheusErrorBudget
+from pyagent.sources.prometheus_traffic import PrometheusTraffic
 from pyagent.store import Store
 from pyagent.supervision import Policy, Supervisor
 
@@ -55,12 +56,41 @@ def build_sources(settings: Settings, history_path: Path) -> Sources:
     window = rate_limit_window(data)
     catalog = ActionCatalog.load(data)
     return Sources(
-        inventory=InventoryFile(settings.inventory),
+        inventory=_inventory(settings),
         history=history,
         diagnoser=_diagnoser(settings),
         guardrails=FileGuardrails(settings.kill_switch_path, history, window, settings.kill_switch),
         catalog=catalog,
         budget=_budget_source(settings),
+    )
+
+
+def _inventory(settings: Settings) -> InventorySource:
+    """The inventory file, or the Kubernetes API with the file for the figures the cluster lacks."""
+    figures = InventoryFile(settings.inventory)
+    if settings.inventory_source != "kubernetes":
+        return figures
+    # the Kubernetes client is imported only by deployments that use it
+    from pyagent.kube import KubeTarget  # noqa: PLC0415
+    from pyagent.sources.kube_inventory import KubeInventory, KubeInventoryConfig  # noqa: PLC0415
+
+    traffic = None
+    if settings.traffic_query and settings.prometheus_url:
+        traffic = PrometheusTraffic(
+            settings.prometheus_url, settings.traffic_query, timeout=settings.prometheus_timeout
+        )
+    config = KubeInventoryConfig(
+        shared_namespaces=frozenset(settings.shared_infrastructure_namespaces),
+        shared_labels=settings.shared_infrastructure_labels,
+        cache_seconds=settings.kube_cache_seconds,
+        timeout=settings.kube_timeout,
+    )
+    return KubeInventory(
+        KubeTarget(settings.kubeconfig, settings.kube_context, settings.kube_in_cluster),
+        config,
+        figures=figures,
+        budget_from_figures=settings.error_budget != "prometheus",
+        traffic=traffic,
     )
 
 

@@ -40,6 +40,7 @@ class Evaluation:
             "diagnosis": self.context.diagnosis.summary,
             "confidence": self.context.diagnosis.confidence_record(),
             "analysis": self.context.diagnosis.analysis,
+            "inventory": dict(self.context.inventory.details),
             "input": self.context.policy_input(),
             "plan": self.plan,
         }

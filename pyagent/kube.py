@@ -26,9 +26,14 @@ class KubeTarget:
     in_cluster: bool = False
 
 
-def api_client(target: KubeTarget) -> client.ApiClient:
-    """A configured API client; ``ConfigError`` when the configuration cannot be loaded."""
+def api_client(target: KubeTarget, *, retries: int | None = None) -> client.ApiClient:
+    """A configured API client; ``ConfigError`` when the configuration cannot be loaded.
+
+    ``retries`` bounds urllib3's retries of a failed connection or read (its default is 3);
+    None keeps the default."""
     configuration = client.Configuration()
+    if retries is not None:
+        configuration.retries = retries
     try:
         if target.in_cluster:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]

@@ -13,6 +13,7 @@ import yaml
 
 from pyagent.errors import ConfigError
 from pyagent.opa import default_policy_dir
+from pyagent.sources import DEFAULT_SHARED_LABELS, DEFAULT_SHARED_NAMESPACES
 from pyagent.sources.prometheus_budget import SLOTH_QUERY
 
 ENV_PREFIX = "PYAGENT_"
@@ -73,6 +74,11 @@ class Settings:
     docker_url: str | None = None  # the Docker engine, e.g. unix:///var/run/docker.sock
     docker_timeout: float = 10.0
     max_concurrent_actions: int = 4
+    inventory_source: str = "file"  # or "kubernetes"
+    kube_cache_seconds: float = 30.0  # how long a Deployment's facts are reused; 0 reads every time
+    shared_infrastructure_namespaces: tuple[str, ...] = DEFAULT_SHARED_NAMESPACES
+    shared_infrastructure_labels: tuple[str, ...] = DEFAULT_SHARED_LABELS  # key=value
+    traffic_query: str | None = None  # PromQL for a target's share of traffic, 0..1
     instance: str = field(default_factory=lambda: os.uname().nodename)
 
     @property
@@ -91,6 +97,9 @@ class Settings:
 def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     try:
+        if "tuple" in str(kind):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if "Path" in str(kind):
             return Path(value) if value is not None else None
         if "int" in str(kind):
@@ -150,6 +159,10 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError("error_budget is prometheus but prometheus_url is not set")
     if bool(settings.slack_bot_token) != bool(settings.slack_channel):
         raise ConfigError("slack_bot_token and slack_channel go together: set both or neither")
+    if settings.inventory_source not in {"file", "kubernetes"}:
+        raise ConfigError(f"inventory_source: {settings.inventory_source!r} is not file or kubernetes")
+    if settings.traffic_query and not settings.prometheus_url:
+        raise ConfigError("traffic_query is set but prometheus_url is not")
     if bool(settings.llm_url) != bool(settings.llm_model):
         raise ConfigError("llm_url and llm_model go together: set both or neither")
     return settings

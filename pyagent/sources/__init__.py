@@ -20,6 +20,17 @@ from pyagent.alerts import Alert
 DEFAULT_TARGET_LABELS = ("deployment", "service", "job")
 """Alert labels naming the target, tried in order (with the ``namespace`` label)."""
 
+DEFAULT_SHARED_NAMESPACES = ("argocd", "monitoring", "istio-system")
+"""Namespaces whose workloads are shared infrastructure (Argo CD, Prometheus, Istio)."""
+
+DEFAULT_SHARED_LABELS = (
+    "app.kubernetes.io/part-of=argocd",
+    "app.kubernetes.io/part-of=istio",
+    "app.kubernetes.io/name=prometheus",
+    "escalation.io/shared-infrastructure=true",
+)
+"""``key=value`` labels (on a Deployment or its namespace) that mark shared infrastructure."""
+
 NO_ACTION = "no_action"
 """The action type proposed when nothing is known: not in the action catalog, so the policy caps it."""
 
@@ -61,6 +72,8 @@ class InventoryFacts:
     error_budget_remaining: float
     problems: tuple[str, ...] = ()
     service: str = ""  # the service the target belongs to, when the inventory knows it
+    # how the facts were found (source, strategy, HPA, owner, ...), for the audit record
+    details: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def worst_case(

@@ -37,6 +37,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 
 import jsonschema
@@ -46,9 +47,7 @@ from jsonschema.exceptions import best_match
 from pyagent.alerts import Alert
 from pyagent.contract import json_path
 from pyagent.errors import ConfigError
-from pyagent.sources import DEFAULT_TARGET_LABELS, InventoryFacts, Target
-
-DEFAULT_SHARED_NAMESPACES = ("argocd", "monitoring", "istio-system")
+from pyagent.sources import DEFAULT_SHARED_NAMESPACES, DEFAULT_TARGET_LABELS, InventoryFacts, Target
 
 _STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}}
 _DEPLOYMENT = {
@@ -209,6 +208,9 @@ def _facts(inventory: _Inventory, service: _Service, deployment: _Deployment) ->
         error_budget_remaining=service.error_budget_remaining,
         problems=problems,
         service=service.name,
+        details=MappingProxyType(
+            {"source": "file", "replicas": deployment.replicas, "max_unavailable": deployment.max_unavailable}
+        ),
     )
 
 

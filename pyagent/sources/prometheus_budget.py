@@ -1,8 +1,8 @@
 """Error-budget source: an instant query to Prometheus per target service.
 
 The query is a PromQL template; ``{service}`` and ``{namespace}`` are replaced by the
-target's service and namespace (quoted for a label matcher). The default reads Sloth's
-recording rule::
+target's service and namespace (escaped for a label matcher); other braces are PromQL's.
+The default reads Sloth's recording rule::
 
     slo:period_error_budget_remaining:ratio{sloth_service="{service}"}
 
@@ -25,6 +25,7 @@ evaluation time, so only missing series count as stale there).
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Any
 
@@ -32,16 +33,26 @@ import requests
 
 from pyagent.sources import BudgetFacts
 
-SLOTH_QUERY = 'slo:period_error_budget_remaining:ratio{{sloth_service="{service}"}}'
+SLOTH_QUERY = 'slo:period_error_budget_remaining:ratio{sloth_service="{service}"}'
 PYRRA_QUERY = (
-    '(pyrra_availability{{slo=~"{service}-.*"}} - pyrra_objective{{slo=~"{service}-.*"}})'
-    ' / (1 - pyrra_objective{{slo=~"{service}-.*"}})'
+    '(pyrra_availability{slo=~"{service}-.*"} - pyrra_objective{slo=~"{service}-.*"})'
+    ' / (1 - pyrra_objective{slo=~"{service}-.*"})'
 )
 
 
-def _label_value(value: str) -> str:
+def label_value(value: str) -> str:
     """``value`` escaped for a double-quoted PromQL label matcher."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def fill(template: str, **values: str) -> str:
+    """``template`` with each ``{name}`` replaced by its value escaped for a label matcher.
+
+    Only the given names are placeholders: PromQL's own braces stay as written."""
+    if not values:
+        return template
+    placeholder = re.compile("|".join(re.escape("{" + name + "}") for name in values))
+    return placeholder.sub(lambda found: label_value(values[found.group()[1:-1]]), template)
 
 
 class PrometheusErrorBudget:
@@ -63,7 +74,7 @@ class PrometheusErrorBudget:
         self.session = session or requests.Session()
 
     def remaining(self, service: str, namespace: str, now: datetime) -> BudgetFacts:
-        expression = self.query.format(service=_label_value(service), namespace=_label_value(namespace))
+        expression = fill(self.query, service=service, namespace=namespace)
         at = now.timestamp()
         values = self._instant(expression, at)
         if isinstance(values, str):
@@ -84,24 +95,29 @@ class PrometheusErrorBudget:
 
     def _instant(self, expression: str, at: float) -> list[float] | str:
         """The values of an instant query, or why there are none."""
-        try:
-            response = self.session.get(
-                self.url + "/api/v1/query",
-                params={"query": expression, "time": f"{at:.3f}"},
-                timeout=self.timeout,
-            )
-        except requests.RequestException as exc:
-            return f"Prometheus at {self.url}: {exc}"
-        try:
-            body: Any = response.json()
-        except ValueError:
-            return f"Prometheus at {self.url} answered {response.status_code} with non-JSON"
-        if response.status_code != 200 or body.get("status") != "success":
-            return f"Prometheus at {self.url} answered {response.status_code}: {body.get('error', body)}"
-        data = body.get("data", {})
-        if data.get("resultType") != "vector":
-            return f"{expression} is a {data.get('resultType')}, not an instant vector"
-        try:
-            return [float(sample["value"][1]) for sample in data["result"]]
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            return f"Prometheus at {self.url}: malformed result ({exc})"
+        return instant_query(self.session, self.url, expression, at, self.timeout)
+
+
+def instant_query(
+    session: requests.Session, url: str, expression: str, at: float | None, timeout: float
+) -> list[float] | str:
+    """The values of an instant query at ``at`` (None: now) to the Prometheus at ``url``, or why
+    there are none (connection, timeout, non-200, ``status: error``, not a vector, malformed)."""
+    params = {"query": expression} if at is None else {"query": expression, "time": f"{at:.3f}"}
+    try:
+        response = session.get(url + "/api/v1/query", params=params, timeout=timeout)
+    except requests.RequestException as exc:
+        return f"Prometheus at {url}: {exc}"
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return f"Prometheus at {url} answered {response.status_code} with non-JSON"
+    if response.status_code != 200 or body.get("status") != "success":
+        return f"Prometheus at {url} answered {response.status_code}: {body.get('error', body)}"
+    data = body.get("data", {})
+    if data.get("resultType") != "vector":
+        return f"{expression} is a {data.get('resultType')}, not an instant vector"
+    try:
+        return [float(sample["value"][1]) for sample in data["result"]]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        return f"Prometheus at {url}: malformed result ({exc})"
