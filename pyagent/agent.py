@@ -143,7 +143,12 @@ class Agent:
         if opened:
             try:
                 incident_id = self.sources.history.record_incident(
-                    alert.fingerprint, context.diagnosis.pattern_id, alert.name, context.now
+                    alert.fingerprint,
+                    context.diagnosis.pattern_id,
+                    alert.name,
+                    context.now,
+                    labels=alert.labels,
+                    annotations=alert.annotations,
                 )
             except HistoryError as exc:
                 self.metrics.errors.labels("history").inc()
@@ -214,5 +219,6 @@ class Agent:
                 "analysis": context.diagnosis.analysis,
                 "diagnosis_notes": list(context.diagnosis.notes),
                 "inventory": dict(context.inventory.details),
+                "novelty": context.novelty.record(),
             },
         )

@@ -36,6 +36,7 @@ from pyagent.sources.history_sqlite import HistorySQLite
 from pyagent.sources.holmes import HolmesClient
 from pyagent.sources.inventory_file import InventoryFile
 from pyagent.sources.model import ChatModel
+from pyagent.sources.novelty import HistoryNovelty
 from pyagent.sources.prometheus_budget import PrometheusErrorBudget
 from pyagent.sources.prometheus_traffic import PrometheusTraffic
 from pyagent.store import Store
@@ -62,6 +63,7 @@ def build_sources(settings: Settings, history_path: Path) -> Sources:
         guardrails=FileGuardrails(settings.kill_switch_path, history, window, settings.kill_switch),
         catalog=catalog,
         budget=_budget_source(settings),
+        novelty=HistoryNovelty(history, settings.novelty_threshold),
     )
 
 

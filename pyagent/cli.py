@@ -254,10 +254,23 @@ def describe(evaluation: Evaluation) -> str:
         lines.append(f"OPA gave no decision ({verdict.fallback}): level 1 by the agent's fallback")
     if verdict.clamped_from is not None:
         lines.append(f"lowered from level {verdict.clamped_from} because a context source failed")
+    lines.append(_novelty_line(evaluation))
     lines.extend(f"context problem: {problem}" for problem in evaluation.context.problems)
     if evaluation.plan:
         lines.append(f"plan: {evaluation.plan}")
     return "\n".join(lines) + "\n"
+
+
+def _novelty_line(evaluation: Evaluation) -> str:
+    novelty = evaluation.context.novelty
+    side = "below" if novelty.novel else "at or above"
+    nearest = novelty.nearest
+    if nearest is None:
+        return f"novelty: nothing in history resembles it ({side} the threshold {novelty.threshold:g})"
+    return (
+        f"novelty: {novelty.score:.2f} similar to incident {nearest.id} ({nearest.alert_name},"
+        f" {nearest.started_at}), {side} the threshold {novelty.threshold:g}"
+    )
 
 
 @main.command("abort")

@@ -30,6 +30,7 @@ from pyagent.sources import (
 )
 from pyagent.sources.catalog import ActionCatalog, ActionSpec
 from pyagent.sources.history_sqlite import HistorySQLite
+from pyagent.sources.novelty import HistoryNovelty, NoveltyFacts, NoveltySource
 
 HEALTHY_CEILING = 4
 DEGRADED_CEILING = 1
@@ -49,6 +50,7 @@ class Context:
     guardrails: GuardrailFacts
     action: ActionSpec
     problems: tuple[str, ...]
+    novelty: NoveltyFacts
 
     @property
     def health_ceiling(self) -> int:
@@ -57,8 +59,8 @@ class Context:
 
     @property
     def pattern_known(self) -> bool:
-        """Known to the catalog, or seen before in incident history."""
-        return self.diagnosis.known or self.history.occurrences > 0
+        """Known to the catalog, or similar enough to a past incident (see :mod:`pyagent.sources.novelty`)."""
+        return self.diagnosis.known or not self.novelty.novel
 
     def policy_input(self) -> dict[str, Any]:
         """The input document of ``data.escalation.decision`` (DESIGN.md, "The input document")."""
@@ -138,6 +140,7 @@ class Sources:
     guardrails: GuardrailSource
     catalog: ActionCatalog
     budget: ErrorBudgetSource | None = None  # None: the inventory's error budget
+    novelty: NoveltySource | None = None  # None: compared with ``history`` at the default threshold
 
 
 def gather(alert: Alert, now: datetime, sources: Sources) -> Context:
@@ -153,6 +156,8 @@ def gather(alert: Alert, now: datetime, sources: Sources) -> Context:
     )
     facts = _ask(lambda: inventory.lookup(alert), lambda why: InventoryFacts.worst_case(alert, why))
     state = _ask(lambda: guardrails.state(now), GuardrailFacts.worst_case)
+    assessor = sources.novelty or HistoryNovelty(sources.history)
+    novelty = _ask(lambda: assessor.assess(alert, now), NoveltyFacts.worst_case)
     budget_problems: tuple[str, ...] = ()
     if budget is not None:
         service, namespace = facts.service or facts.target.name, facts.target.namespace
@@ -167,6 +172,7 @@ def gather(alert: Alert, now: datetime, sources: Sources) -> Context:
         *(f"inventory: {p}" for p in facts.problems),
         *(f"guardrails: {p}" for p in state.problems),
         *(f"error budget: {p}" for p in budget_problems),
+        *(f"novelty: {p}" for p in novelty.problems),
     )
     return Context(
         now=now,
@@ -177,4 +183,5 @@ def gather(alert: Alert, now: datetime, sources: Sources) -> Context:
         guardrails=state,
         action=sources.catalog.spec(diagnosis.action_type),
         problems=problems,
+        novelty=novelty,
     )

@@ -41,6 +41,7 @@ class Evaluation:
             "confidence": self.context.diagnosis.confidence_record(),
             "analysis": self.context.diagnosis.analysis,
             "inventory": dict(self.context.inventory.details),
+            "novelty": self.context.novelty.record(),
             "input": self.context.policy_input(),
             "plan": self.plan,
         }

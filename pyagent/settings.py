@@ -79,6 +79,7 @@ class Settings:
     shared_infrastructure_namespaces: tuple[str, ...] = DEFAULT_SHARED_NAMESPACES
     shared_infrastructure_labels: tuple[str, ...] = DEFAULT_SHARED_LABELS  # key=value
     traffic_query: str | None = None  # PromQL for a target's share of traffic, 0..1
+    novelty_threshold: float = 0.5  # below this similarity to every past incident, a pattern is novel
     instance: str = field(default_factory=lambda: os.uname().nodename)
 
     @property
@@ -161,6 +162,8 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError("slack_bot_token and slack_channel go together: set both or neither")
     if settings.inventory_source not in {"file", "kubernetes"}:
         raise ConfigError(f"inventory_source: {settings.inventory_source!r} is not file or kubernetes")
+    if not 0.0 <= settings.novelty_threshold <= 1.0:
+        raise ConfigError(f"novelty_threshold: {settings.novelty_threshold} is not in 0..1")
     if settings.traffic_query and not settings.prometheus_url:
         raise ConfigError("traffic_query is set but prometheus_url is not")
     if bool(settings.llm_url) != bool(settings.llm_model):

@@ -132,7 +132,7 @@ def test_gather_with_every_source_broken_is_schema_valid_and_ceiling_1(tmp_path:
     history = HistorySQLite(corrupt)
     context, document = run(tmp_path, alert(OOM_LABELS), InventoryFile(tmp_path / "absent.yaml"), history)
     assert context.health_ceiling == 1
-    assert [p.split(":")[0] for p in context.problems] == ["history", "inventory", "guardrails"]
+    assert [p.split(":")[0] for p in context.problems] == ["history", "inventory", "guardrails", "novelty"]
     assert document["blast_radius"]["replica_fraction"] == 1.0
     assert document["regulatory"] == {"regulated": True, "frameworks": ["unknown"]}
     assert document["guardrails"]["kill_switch"] is True

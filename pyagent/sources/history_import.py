@@ -11,17 +11,23 @@ action, when it happened and how the remediation ended::
         level: 2            # the level it was handled at
         outcome: success
         started_at: [2026-09-02T03:14:00Z, 2026-09-09T22:40:00Z]
+        labels: {namespace: shop, deployment: checkout, severity: critical}   # optional
+        annotations: {summary: checkout OOMKilled}                            # optional
 
 Each time becomes one incident, its action (executed at that time) and its outcome.
+``labels`` (``alertname`` is added) and ``annotations`` are what the novelty similarity
+compares a new alert with (:mod:`pyagent.sources.novelty`).
 An imported incident's fingerprint is ``import:<pattern>:<time>``, so importing the
 same file again adds nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 
 import yaml
@@ -39,6 +45,8 @@ class PastIncident:
     level: int
     outcome: OutcomeKind
     started_at: datetime
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def fingerprint(self) -> str:
@@ -74,6 +82,8 @@ def load(path: Path) -> list[PastIncident]:
             level=entry["level"],
             outcome=cast("OutcomeKind", entry["outcome"]),
             started_at=datetime.fromisoformat(moment.replace("Z", "+00:00")),
+            labels=MappingProxyType({"alertname": entry["alertname"], **entry.get("labels", {})}),
+            annotations=MappingProxyType(dict(entry.get("annotations", {}))),
         )
         for entry in document["incidents"]
         for moment in entry["started_at"]
@@ -87,7 +97,12 @@ def import_incidents(history: HistorySQLite, incidents: list[PastIncident]) -> t
         if history.has_incident(incident.fingerprint, incident.started_at):
             continue
         incident_id = history.record_incident(
-            incident.fingerprint, incident.pattern, incident.alertname, incident.started_at
+            incident.fingerprint,
+            incident.pattern,
+            incident.alertname,
+            incident.started_at,
+            labels=incident.labels,
+            annotations=incident.annotations,
         )
         action_id = history.record_action(incident_id, incident.action, incident.level, incident.started_at)
         history.record_outcome(action_id, incident.outcome, incident.started_at)

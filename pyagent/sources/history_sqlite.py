@@ -25,16 +25,19 @@ raise :class:`pyagent.errors.HistoryError`.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from pyagent.errors import HistoryError
 from pyagent.sources import HistoryFacts
+from pyagent.sources.novelty import IncidentRecord
 
 OutcomeKind = Literal["success", "verification_failed", "aborted", "rolled_back", "error", "false_positive"]
 
@@ -49,7 +52,9 @@ CREATE TABLE IF NOT EXISTS incidents (
     fingerprint TEXT NOT NULL,
     pattern_id TEXT NOT NULL,
     alert_name TEXT NOT NULL,
-    started_at TEXT NOT NULL
+    started_at TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    annotations TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS incidents_by_pattern ON incidents (pattern_id, started_at);
 CREATE TABLE IF NOT EXISTS actions (
@@ -69,12 +74,29 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE INDEX IF NOT EXISTS outcomes_by_time ON outcomes (recorded_at);
 """
 
+# columns added after the first release: a database created before them gets them on open
+_ADDED_COLUMNS = {
+    "labels": "ALTER TABLE incidents ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'",
+    "annotations": "ALTER TABLE incidents ADD COLUMN annotations TEXT NOT NULL DEFAULT '{}'",
+}
+
 _OUTCOMES_OF = """
 SELECT o.outcome, o.recorded_at FROM outcomes o
 JOIN actions a ON a.id = o.action_id
 JOIN incidents i ON i.id = a.incident_id
 WHERE i.pattern_id = ? AND a.action_type = ? AND o.recorded_at <= ?
 """
+
+
+def _mapping(text: str) -> Mapping[str, str]:
+    """A JSON object of strings, as stored; anything else reads as empty."""
+    try:
+        loaded = json.loads(text)
+    except ValueError:
+        return MappingProxyType({})
+    if not isinstance(loaded, dict):
+        return MappingProxyType({})
+    return MappingProxyType({str(k): str(v) for k, v in loaded.items()})
 
 
 def rfc3339(moment: datetime) -> str:
@@ -104,6 +126,11 @@ class HistorySQLite:
                 if not self._ready:
                     conn.execute("PRAGMA journal_mode = WAL")
                     conn.executescript(_SCHEMA)
+                    present = {row[1] for row in conn.execute("PRAGMA table_info(incidents)")}
+                    for column, statement in _ADDED_COLUMNS.items():
+                        if column not in present:
+                            conn.execute(statement)
+                    conn.commit()
                     self._ready = True
             self._local.conn = conn
         return conn
@@ -136,14 +163,55 @@ class HistorySQLite:
             raise HistoryError(f"history {self._path}: {exc}") from exc
         return row_id or 0
 
-    def record_incident(
-        self, fingerprint: str, pattern_id: str, alert_name: str, started_at: datetime
+    def record_incident(  # noqa: PLR0913 - the incident's columns
+        self,
+        fingerprint: str,
+        pattern_id: str,
+        alert_name: str,
+        started_at: datetime,
+        *,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
     ) -> int:
-        """Record an incident; returns its id."""
+        """Record an incident, with the alert's labels and annotations; returns its id."""
         return self._write(
-            "INSERT INTO incidents (fingerprint, pattern_id, alert_name, started_at) VALUES (?, ?, ?, ?)",
-            (fingerprint, pattern_id, alert_name, rfc3339(started_at)),
+            "INSERT INTO incidents (fingerprint, pattern_id, alert_name, started_at, labels, annotations)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                fingerprint,
+                pattern_id,
+                alert_name,
+                rfc3339(started_at),
+                json.dumps(dict(labels or {}), sort_keys=True),
+                json.dumps(dict(annotations or {}), sort_keys=True),
+            ),
         )
+
+    def incidents_since(self, after_id: int) -> list[IncidentRecord]:
+        """The incidents recorded after the one with id ``after_id``, in id order.
+
+        Raises :class:`HistoryError` when the database cannot be read."""
+        try:
+            with self._connect() as conn:
+                rows = conn.execute(
+                    "SELECT id, fingerprint, pattern_id, alert_name, started_at, labels, annotations"
+                    " FROM incidents WHERE id > ? ORDER BY id",
+                    (after_id,),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise HistoryError(f"history {self._path}: {exc}") from exc
+        return [
+            IncidentRecord(
+                id=row[0],
+                fingerprint=row[1],
+                pattern_id=row[2],
+                alert_name=row[3],
+                started_at=row[4],
+                labels=_mapping(row[5]),
+                annotations=_mapping(row[6]),
+            )
+            for row in rows
+        ]
 
     def has_incident(self, fingerprint: str, started_at: datetime) -> bool:
         """Whether an incident with this fingerprint and start is recorded."""

@@ -1,0 +1,238 @@
+"""Novelty: how much an alert resembles the nearest past incident in history.
+
+The catalog recognises a pattern only by an exact match (alert name or labels). Beyond
+that, an alert is compared with every past incident that started before ``now``, and the
+pattern counts as *known* when the nearest one is at least as similar as the threshold
+(``novelty_threshold``, default 0.5). Below it, the pattern is novel (``pattern.known``
+false: ``novel_pattern``, level 1) unless the catalog matched.
+
+Incidents are read once and then incrementally (rows added since the last read, by any
+agent sharing the database) into an index that groups incidents with the same features,
+so each alert costs one comparison per distinct feature set, not per incident.
+
+**Method ``similarity-v1``** (deterministic, no model):
+
+- *Labels*: weighted Jaccard over ``name=value`` pairs, ``sum of weights of the pairs both
+  share / sum of weights of the pairs either has``. ``alertname`` weighs
+  :data:`ALERTNAME_WEIGHT` (4), every other label 1. Labels that name one instance rather
+  than the failure (:data:`IGNORED_LABELS`: ``pod``, ``instance``, ``pod_template_hash``,
+  ...) are left out. An incident recorded without labels is compared by its alert name.
+- *Text*: Jaccard over the sets of words (lower case, letters and digits, starting with a
+  letter, at least 2 characters, minus a few stop words) of the ``summary``, ``description``
+  and ``message`` annotations.
+- *Score*: ``0.7 * labels + 0.3 * text`` when both sides have text, else the label score.
+  Ties go to the latest incident; with a score of 0 there is no nearest incident.
+
+The score, the threshold and the nearest incident are recorded with every decision.
+A history that cannot be read gives the worst case: score 0, novel, with the reason.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from pyagent.alerts import Alert
+from pyagent.errors import HistoryError
+
+METHOD = "similarity-v1"
+DEFAULT_THRESHOLD = 0.5
+ALERTNAME_WEIGHT = 4.0
+LABEL_SHARE, TEXT_SHARE = 0.7, 0.3
+TEXT_ANNOTATIONS = ("summary", "description", "message")
+IGNORED_LABELS = frozenset(
+    {"pod", "instance", "pod_template_hash", "container_id", "uid", "endpoint", "prometheus_replica"}
+)
+STOP_WORDS = frozenset(
+    {"the", "an", "and", "or", "of", "in", "on", "for", "to", "is", "at", "by", "with", "than", "times"}
+)
+_WORD = re.compile(r"[a-z][a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class IncidentRecord:
+    """A past incident as history recorded it."""
+
+    id: int
+    fingerprint: str
+    pattern_id: str
+    alert_name: str
+    started_at: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class NoveltyFacts:
+    """The similarity to the nearest past incident, and whether that makes the alert novel."""
+
+    score: float
+    threshold: float
+    nearest: IncidentRecord | None
+    compared: int  # distinct feature sets of past incidents compared
+    problems: tuple[str, ...] = ()
+
+    @property
+    def novel(self) -> bool:
+        return self.score < self.threshold
+
+    def record(self) -> dict[str, object]:
+        """As decisions record it."""
+        nearest = self.nearest
+        return {
+            "method": METHOD,
+            "score": self.score,
+            "threshold": self.threshold,
+            "novel": self.novel,
+            "compared": self.compared,
+            "nearest": None
+            if nearest is None
+            else {
+                "id": nearest.id,
+                "fingerprint": nearest.fingerprint,
+                "pattern": nearest.pattern_id,
+                "alertname": nearest.alert_name,
+                "started_at": nearest.started_at,
+            },
+        }
+
+    @classmethod
+    def worst_case(cls, problem: str, threshold: float = DEFAULT_THRESHOLD) -> NoveltyFacts:
+        """Nothing to compare with: novel."""
+        return cls(score=0.0, threshold=threshold, nearest=None, compared=0, problems=(problem,))
+
+
+class IncidentHistory(Protocol):
+    def incidents_since(self, after_id: int) -> list[IncidentRecord]: ...
+
+
+class NoveltySource(Protocol):
+    def assess(self, alert: Alert, now: datetime) -> NoveltyFacts: ...
+
+
+def _pairs(labels: Mapping[str, str]) -> dict[tuple[str, str], float]:
+    return {
+        (key, value): ALERTNAME_WEIGHT if key == "alertname" else 1.0
+        for key, value in labels.items()
+        if key not in IGNORED_LABELS and value
+    }
+
+
+def _words(annotations: Mapping[str, str]) -> frozenset[str]:
+    text = " ".join(annotations.get(key, "") for key in TEXT_ANNOTATIONS).lower()
+    return frozenset(word for word in _WORD.findall(text) if word not in STOP_WORDS)
+
+
+def _weighted_jaccard(left: Mapping[tuple[str, str], float], right: Mapping[tuple[str, str], float]) -> float:
+    union = sum({**left, **right}.values())
+    shared = sum(weight for pair, weight in left.items() if pair in right)
+    return 1.0 if union == 0 else shared / union
+
+
+def label_similarity(a: Mapping[str, str], b: Mapping[str, str]) -> float:
+    """Weighted Jaccard of two label sets (1.0 for two empty ones)."""
+    return _weighted_jaccard(_pairs(a), _pairs(b))
+
+
+def text_similarity(a: frozenset[str], b: frozenset[str]) -> float:
+    """Jaccard of two word sets."""
+    union = a | b
+    return len(a & b) / len(union) if union else 1.0
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the similarity compares: weighted label pairs and annotation words."""
+
+    pairs: Mapping[tuple[str, str], float]
+    words: frozenset[str]
+
+    @classmethod
+    def of_alert(cls, alert: Alert) -> Features:
+        return cls(_pairs(alert.labels), _words(alert.annotations))
+
+    @classmethod
+    def of_incident(cls, incident: IncidentRecord) -> Features:
+        labels = incident.labels if incident.labels else {"alertname": incident.alert_name}
+        return cls(_pairs(labels), _words(incident.annotations))
+
+    def key(self) -> tuple[frozenset[tuple[tuple[str, str], float]], frozenset[str]]:
+        return frozenset(self.pairs.items()), self.words
+
+
+def score(alert: Features, incident: Features) -> float:
+    """The ``similarity-v1`` score of an alert against one past incident, 0..1."""
+    value = _weighted_jaccard(alert.pairs, incident.pairs)
+    if alert.words and incident.words:
+        value = LABEL_SHARE * value + TEXT_SHARE * text_similarity(alert.words, incident.words)
+    return round(value, 6)
+
+
+def similarity(alert: Alert, incident: IncidentRecord) -> float:
+    """:func:`score` of an alert and an incident as recorded."""
+    return score(Features.of_alert(alert), Features.of_incident(incident))
+
+
+@dataclass
+class _Group:
+    """Past incidents with the same features, in the order they started."""
+
+    features: Features
+    incidents: list[IncidentRecord]
+
+    def latest_before(self, at: str) -> IncidentRecord | None:
+        index = bisect.bisect_left(self.incidents, at, key=lambda incident: incident.started_at)
+        return self.incidents[index - 1] if index else None
+
+
+class HistoryNovelty:
+    """:class:`NoveltySource` comparing an alert with the incidents of a history."""
+
+    def __init__(self, history: IncidentHistory, threshold: float = DEFAULT_THRESHOLD) -> None:
+        self.history = history
+        self.threshold = threshold
+        self._groups: dict[object, _Group] = {}
+        self._last_id = 0
+        self._lock = threading.Lock()
+
+    def assess(self, alert: Alert, now: datetime) -> NoveltyFacts:
+        mine, at = Features.of_alert(alert), _rfc3339(now)
+        with self._lock:
+            try:
+                self._refresh()
+            except HistoryError as exc:
+                return NoveltyFacts.worst_case(str(exc), self.threshold)
+            return self._nearest(mine, at)
+
+    def _nearest(self, mine: Features, at: str) -> NoveltyFacts:
+        best, found, compared = 0.0, None, 0
+        for group in self._groups.values():
+            incident = group.latest_before(at)
+            if incident is None:
+                continue
+            compared += 1
+            value = score(mine, group.features)
+            later = found is not None and value == best and incident.started_at > found.started_at
+            if found is None or value > best or later:
+                best, found = value, incident
+        # an incident that shares nothing with the alert is not "nearest" in any useful sense
+        nearest = found if best > 0 else None
+        return NoveltyFacts(score=best, threshold=self.threshold, nearest=nearest, compared=compared)
+
+    def _refresh(self) -> None:
+        """Add the incidents recorded since the last call to the index. Raises :class:`HistoryError`."""
+        for incident in self.history.incidents_since(self._last_id):
+            features = Features.of_incident(incident)
+            group = self._groups.setdefault(features.key(), _Group(features, []))
+            bisect.insort(group.incidents, incident, key=lambda i: (i.started_at, i.id))
+            self._last_id = max(self._last_id, incident.id)
+
+
+def _rfc3339(moment: datetime) -> str:
+    """``2026-11-26T12:00:00Z``, as history stores times (so text order is time order)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
