@@ -147,29 +147,42 @@ def text_similarity(a: frozenset[str], b: frozenset[str]) -> float:
 
 @dataclass(frozen=True)
 class Features:
-    """What the similarity compares: weighted label pairs and annotation words."""
+    """What the similarity compares: weighted label pairs (and their total weight) and words."""
 
     pairs: Mapping[tuple[str, str], float]
+    weight: float
     words: frozenset[str]
 
     @classmethod
+    def of(cls, labels: Mapping[str, str], annotations: Mapping[str, str]) -> Features:
+        pairs = _pairs(labels)
+        return cls(pairs, sum(pairs.values()), _words(annotations))
+
+    @classmethod
     def of_alert(cls, alert: Alert) -> Features:
-        return cls(_pairs(alert.labels), _words(alert.annotations))
+        return cls.of(alert.labels, alert.annotations)
 
     @classmethod
     def of_incident(cls, incident: IncidentRecord) -> Features:
         labels = incident.labels if incident.labels else {"alertname": incident.alert_name}
-        return cls(_pairs(labels), _words(incident.annotations))
+        return cls.of(labels, incident.annotations)
 
-    def key(self) -> tuple[frozenset[tuple[tuple[str, str], float]], frozenset[str]]:
-        return frozenset(self.pairs.items()), self.words
+    def key(self) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
+        return frozenset(self.pairs), self.words
 
 
 def score(alert: Features, incident: Features) -> float:
-    """The ``similarity-v1`` score of an alert against one past incident, 0..1."""
-    value = _weighted_jaccard(alert.pairs, incident.pairs)
+    """The ``similarity-v1`` score of an alert against one past incident, 0..1.
+
+    A pair weighs the same on both sides, so the union's weight is the two totals less
+    the shared weight (and likewise for word counts): no set is built per comparison."""
+    shared = sum(weight for pair, weight in alert.pairs.items() if pair in incident.pairs)
+    union = alert.weight + incident.weight - shared
+    value = 1.0 if union == 0 else shared / union
     if alert.words and incident.words:
-        value = LABEL_SHARE * value + TEXT_SHARE * text_similarity(alert.words, incident.words)
+        common = len(alert.words & incident.words)
+        words = common / (len(alert.words) + len(incident.words) - common)
+        value = LABEL_SHARE * value + TEXT_SHARE * words
     return round(value, 6)
 
 
@@ -186,6 +199,8 @@ class _Group:
     incidents: list[IncidentRecord]
 
     def latest_before(self, at: str) -> IncidentRecord | None:
+        if self.incidents[-1].started_at < at:  # deciding live: every incident is in the past
+            return self.incidents[-1]
         index = bisect.bisect_left(self.incidents, at, key=lambda incident: incident.started_at)
         return self.incidents[index - 1] if index else None
 
