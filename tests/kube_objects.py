@@ -17,11 +17,16 @@ class Admin:
         self.url = cluster.url
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {cluster.admin_token}"
-        self.session.verify = str(cluster.ca_path)
+        self.ca = str(cluster.ca_path)  # per request: a session's verify loses to REQUESTS_CA_BUNDLE
 
     def send(self, method: str, path: str, body: object, content_type: str = "application/json") -> Any:
         response = self.session.request(
-            method, self.url + path, json=body, headers={"Content-Type": content_type}, timeout=10
+            method,
+            self.url + path,
+            json=body,
+            headers={"Content-Type": content_type},
+            verify=self.ca,
+            timeout=10,
         )
         assert response.status_code < 300, response.text
         return response.json()
