@@ -230,6 +230,40 @@ class Supervisor:
             return
         approval = self.approvals.get(approval_id)
         assert approval is not None  # noqa: S101 - claimed just now
+        case = self._recheck(approval)
+        decision = case.verdict.decision
+        if decision.level < 2:
+            why = "; ".join(f"{t.id}: {t.message}" for t in decision.triggers if t.ceiling < 2)
+            self._blocked(approval, "policy_changed", f"OPA now says level {decision.level}: {why}")
+            return
+        if plan_hash(case.action) != approval.plan_hash:
+            self._blocked(approval, "plan_changed", "the planned action changed since it was approved")
+            return
+        if decision.change_record_required or approval.request.change_id:
+            try:
+                if self.changes.for_decision(approval.decision_id) is None:
+                    self.changes.open(
+                        case.decision_id, case.action, decision.triggers, case.briefing, case.summary
+                    )
+                self.changes.ready(approval.decision_id)
+            except ChangeSystemUnavailable as exc:
+                self._blocked(approval, "change_system_unavailable", str(exc))
+                return
+        outcome = self.execute(case)
+        self.approvals.finish_execution(approval.id, outcome)
+        self.audit.append(
+            "outcome",
+            {
+                "decision_id": approval.decision_id,
+                "approval_id": approval.id,
+                "fingerprint": case.alert.fingerprint,
+                "outcome": outcome,
+                "level": 2,
+            },
+        )
+
+    def _recheck(self, approval: Approval) -> Case:
+        """The approved case as it stands now: context gathered again, OPA asked again (audited)."""
         alert = self._alert(approval.alert_id)
         context = gather(alert, datetime.now(UTC), self.policy.sources)
         policy_input = context.policy_input()
@@ -247,48 +281,9 @@ class Supervisor:
                 "plan_hash": plan_hash(action),
             },
         )
-        if decision.level < 2:
-            why = "; ".join(f"{t.id}: {t.message}" for t in decision.triggers if t.ceiling < 2)
-            self._blocked(approval, "policy_changed", f"OPA now says level {decision.level}: {why}")
-            return
-        if plan_hash(action) != approval.plan_hash:
-            self._blocked(approval, "plan_changed", "the planned action changed since it was approved")
-            return
-        if decision.change_record_required or approval.request.change_id:
-            try:
-                if self.changes.for_decision(approval.decision_id) is None:
-                    self.changes.open(
-                        approval.decision_id,
-                        action,
-                        decision.triggers,
-                        Briefing.from_context(context),
-                        context.diagnosis.summary,
-                    )
-                self.changes.ready(approval.decision_id)
-            except ChangeSystemUnavailable as exc:
-                self._blocked(approval, "change_system_unavailable", str(exc))
-                return
-        case = Case(
-            alert,
-            approval.decision_id,
-            verdict,
-            action,
-            context.diagnosis.summary,
-            Briefing.from_context(context),
-            approval.alert_id,
-        )
-        outcome = self.execute(case)
-        self.approvals.finish_execution(approval.id, outcome)
-        self.audit.append(
-            "outcome",
-            {
-                "decision_id": approval.decision_id,
-                "approval_id": approval.id,
-                "fingerprint": alert.fingerprint,
-                "outcome": outcome,
-                "level": 2,
-            },
-        )
+        briefing = Briefing.from_context(context)
+        summary = context.diagnosis.summary
+        return Case(alert, approval.decision_id, verdict, action, summary, briefing, approval.alert_id)
 
     def _blocked(self, approval: Approval, reason: str, message: str) -> None:
         self.approvals.finish_execution(approval.id, f"blocked: {reason}")

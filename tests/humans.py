@@ -155,12 +155,12 @@ def api(url: str, user: str) -> requests.Session:
     return session
 
 
-def pending_approval(url: str, timeout: float = 30.0) -> dict[str, Any]:
-    """The first pending approval, once there is one."""
+def pending_approval(url: str, timeout: float = 30.0, state: str = "pending") -> dict[str, Any]:
+    """The first approval in ``state`` (any state when empty), once there is one."""
     session = api(url, "alice")
 
     def first() -> dict[str, Any] | None:
-        listed = session.get(url + "/api/approvals?state=pending", timeout=10).json()["approvals"]
+        listed = session.get(f"{url}/api/approvals?state={state}", timeout=10).json()["approvals"]
         return listed[0] if listed else None
 
     found = wait_until(first, timeout)

@@ -11,10 +11,11 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from pyagent.approvals import plan_hash
+from pyagent.approvals import Approvals, plan_hash
 from pyagent.cli import main
 from pyagent.executors import ProposedAction
 from pyagent.notifiers.pagerduty import dedup_key
+from pyagent.store import Store
 from tests.humans import (
     PASSWORDS,
     SLACK_IDS,
@@ -33,6 +34,17 @@ from tests.humans import (
 from tests.serving import example, post
 
 
+def _state_of(state: Path, approval_id: str) -> str:
+    """The approval's state as stored, read with no agent running."""
+    store = Store(state / "agent.db")
+    try:
+        found = Approvals(store).get(approval_id)
+    finally:
+        store.close()
+    assert found is not None
+    return found.state
+
+
 def _epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
@@ -42,7 +54,7 @@ def test_unanswered_approval_expires_and_pages_on_call_once(tmp_path: Path) -> N
     state = tmp_path / "state"
     with saas() as fakes, served(humans_settings(state, fakes, policy_dir=policy)) as (url, _):
         post(url, example("level-4-oom-restart"))
-        approval = pending_approval(url)
+        approval = pending_approval(url, state="")  # it may expire before the first look
         [event] = [r.json() for r in fakes.pagerduty.wait_for(1)]
         assert wait_until(lambda: audit_records(state, "approval_expired"))
         late_click = click_body(
@@ -66,19 +78,21 @@ def test_unanswered_approval_expires_and_pages_on_call_once(tmp_path: Path) -> N
 
 
 def test_restart_during_a_pending_approval_still_expires_on_time_and_pages_once(tmp_path: Path) -> None:
-    policy = policy_with_timeout(tmp_path, 4)
+    policy = policy_with_timeout(tmp_path, 10)
     state = tmp_path / "state"
     with saas() as fakes:
         settings = humans_settings(state, fakes, policy_dir=policy)
         with served(settings) as (url, _):
             post(url, example("level-4-oom-restart"))
             approval = pending_approval(url)
+        assert "pending" == _state_of(state, approval["id"])
         assert [] == fakes.pagerduty.events()  # stopped before the deadline
         with served(settings) as (url, _):
             assert wait_until(lambda: audit_records(state, "approval_expired"))
             fakes.pagerduty.wait_for(1)
-        with served(settings) as (url, running):  # and a third start pages no one again
-            assert "expired" == running.desk.supervisor.approvals.get(approval["id"]).state  # type: ignore[union-attr]
+        with served(settings) as (url, _):  # and a third start pages no one again
+            pass
+        assert "expired" == _state_of(state, approval["id"])
         assert 1 == len(fakes.pagerduty.events())
     [expired] = audit_records(state, "approval_expired")
     assert _epoch(expired["fired_at"]) >= _epoch(expired["due_at"])

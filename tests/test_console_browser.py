@@ -102,7 +102,7 @@ def test_sign_in_see_an_approval_appear_approve_it_and_see_it_executed(
 
 
 def test_an_unanswered_approval_expires_and_the_escalation_shows(tmp_path: Path, browser: WebDriver) -> None:
-    policy = policy_with_timeout(tmp_path, 4)
+    policy = policy_with_timeout(tmp_path, 8)
     state = tmp_path / "state"
     with saas() as fakes, served(humans_settings(state, fakes, policy_dir=policy)) as (url, _):
         _sign_in(browser, url, "bob")

@@ -114,6 +114,24 @@ def _button(label: str, action_id: str, value: str, style: str | None = None) ->
     return button
 
 
+def _facts(approval: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers an approver weighs, as a fields section."""
+    request, briefing = approval["request"], approval["request"]["briefing"]
+    return _fields(
+        {
+            "Confidence": f"{briefing['confidence']:.2f}",
+            "Blast radius": (
+                f"{briefing['replica_fraction']:.0%} of replicas, {briefing['services']} service(s), "
+                f"{', '.join(briefing['namespaces'])}"
+            ),
+            "Error budget left": f"{briefing['error_budget_remaining']:.0%}",
+            "Policy": f"version {request['policy_version']}, level {request['level']}",
+            "Expires": _when(approval["expires_at"]),
+            "Regulated": ", ".join(briefing["frameworks"]) or ("yes" if briefing["regulated"] else "no"),
+        }
+    )
+
+
 def approval_blocks(
     approval: Mapping[str, Any], console_url: str | None, change: str | None
 ) -> list[dict[str, Any]]:
@@ -128,19 +146,7 @@ def approval_blocks(
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"Approval needed: {what}"[:150]}},
         _text(f"*{briefing['alert_name']}* on *{briefing['service']}* ({place}): {request['summary']}"),
-        _fields(
-            {
-                "Confidence": f"{briefing['confidence']:.2f}",
-                "Blast radius": (
-                    f"{briefing['replica_fraction']:.0%} of replicas, {briefing['services']} service(s), "
-                    f"{', '.join(briefing['namespaces'])}"
-                ),
-                "Error budget left": f"{briefing['error_budget_remaining']:.0%}",
-                "Policy": f"version {request['policy_version']}, level {request['level']}",
-                "Expires": _when(approval["expires_at"]),
-                "Regulated": ", ".join(briefing["frameworks"]) or ("yes" if briefing["regulated"] else "no"),
-            }
-        ),
+        _facts(approval),
         _text(f"*Why (every trigger):*\n{triggers or 'none'}"),
         _text(f"*Plan:*\n```{request['plan']}```"),
     ]
