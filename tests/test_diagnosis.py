@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pyagent.alerts import Alert, parse_webhook
+from pyagent.opa import free_port
 from pyagent.sources.catalog import PATTERNS
 from pyagent.sources.composite import CompositeDiagnoser, composite
 from pyagent.sources.holmes import HolmesClient
@@ -140,3 +141,19 @@ def test_composite_formula(
     heuristic: float, probability: float | None, agrees: bool, expected: float
 ) -> None:
     assert expected == pytest.approx(composite(heuristic, ModelChoice("p", probability, "m"), agrees, 0.84))
+
+
+def test_model_unreachable_is_a_recorded_problem() -> None:
+    """Nothing listens on the model's port: the capped heuristic, and the reason."""
+    model = ChatModel(f"http://127.0.0.1:{free_port()}/v1", "m", timeout=2.0)
+    diagnosis = CompositeDiagnoser(model).diagnose(_oom())
+    assert 0.84 == diagnosis.confidence
+    assert 1 == len(diagnosis.problems)
+    assert "model:" in diagnosis.problems[0]
+
+
+def test_holmes_unreachable_leaves_a_note() -> None:
+    holmes = HolmesClient(f"http://127.0.0.1:{free_port()}", timeout=2.0)
+    diagnosis = CompositeDiagnoser(holmes=holmes).diagnose(_oom())
+    assert (None, (), 0.95) == (diagnosis.analysis, diagnosis.problems, diagnosis.confidence)
+    assert 1 == len(diagnosis.notes)

@@ -313,6 +313,42 @@ def test_budget_missing_from_the_file_is_the_worst_case(
     assert "no error budget" in facts.problems[0]
 
 
+class Traffic:
+    """A traffic source that knows one answer (the Prometheus client is tested against Prometheus)."""
+
+    def __init__(self, answer: float | str) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, str, str]] = []
+
+    def fraction(self, service: str, namespace: str, deployment: str) -> float | str:
+        self.asked.append((service, namespace, deployment))
+        return self.answer
+
+
+def test_traffic_from_the_traffic_source_when_the_file_lacks_it(admin: Admin, kubeconfig: Path) -> None:
+    ns = admin.namespace()
+    admin.deployment(ns, "search", 4, labels={"app.kubernetes.io/name": "search-api"})
+    traffic = Traffic(0.07)
+    facts = KubeInventory(KubeTarget(kubeconfig), budget_from_figures=False, traffic=traffic).lookup(
+        oom(ns, deployment="search")
+    )
+    assert (0.07, ()) == (facts.traffic_fraction, facts.problems)
+    assert [("search-api", ns, "search")] == traffic.asked
+
+
+def test_unknown_traffic_is_the_whole_and_only_noted(admin: Admin, kubeconfig: Path) -> None:
+    """No trigger reads the traffic fraction: not knowing it is noted, not a problem."""
+    ns = admin.namespace()
+    admin.deployment(ns, "search", 4)
+    inventory = KubeInventory(KubeTarget(kubeconfig), budget_from_figures=False, traffic=Traffic("no series"))
+    facts = inventory.lookup(oom(ns, deployment="search"))
+    assert (1.0, (), "no series") == (
+        facts.traffic_fraction,
+        facts.problems,
+        facts.details["traffic_problem"],
+    )
+
+
 # --- cache --------------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from pyagent.executors.dryrun import DryRunExecutor
 from pyagent.opa import OpaClient, free_port
 from pyagent.settings import Settings
 from pyagent.sources.prometheus_budget import PYRRA_QUERY, PrometheusErrorBudget
+from pyagent.sources.prometheus_traffic import PrometheusTraffic
 from tests.serving import EXAMPLES, example
 
 BINARY = "prometheus"
@@ -38,6 +39,10 @@ slo:period_error_budget_remaining:ratio{{sloth_service="ledger",sloth_slo="avail
 pyrra_availability{{slo="search-availability"}} 0.9995
 # TYPE pyrra_objective gauge
 pyrra_objective{{slo="search-availability"}} 0.999
+# TYPE traffic_share gauge
+traffic_share{{namespace="shop",deployment="checkout",route="api"}} 0.03
+traffic_share{{namespace="shop",deployment="checkout",route="web"}} 0.02
+traffic_share{{namespace="shop",deployment="cart",route="api"}} 1.5
 """
 
 
@@ -119,6 +124,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
         while not (
             _ready(url)
             and _has(url, "pyrra_objective")
+            and _has(url, "traffic_share")
             and _has(url, 'slo:period_error_budget_remaining:ratio{sloth_service="ledger"}')
         ):
             if time.monotonic() > deadline or process.poll() is not None:
@@ -223,3 +229,27 @@ def test_agent_freezes_autonomy_when_the_budget_cannot_be_read(
     assert 1 == evaluation.verdict.decision.level
     assert "error_budget_exhausted" in {t.id for t in evaluation.verdict.decision.triggers}
     assert evaluation.context.problems[0].startswith("error budget: ")
+
+
+TRAFFIC = 'traffic_share{namespace="{namespace}",deployment="{deployment}"}'
+
+
+def test_traffic_fraction_sums_the_target_series(prometheus: Prometheus) -> None:
+    assert 0.05 == pytest.approx(
+        PrometheusTraffic(prometheus.url, TRAFFIC).fraction("shop", "shop", "checkout")
+    )
+
+
+@pytest.mark.parametrize(("deployment", "problem"), [("ghost", "no series"), ("cart", "not a fraction")])
+def test_traffic_fraction_unknown_says_why(prometheus: Prometheus, deployment: str, problem: str) -> None:
+    answer = PrometheusTraffic(prometheus.url, TRAFFIC).fraction("shop", "shop", deployment)
+    assert isinstance(answer, str)
+    assert problem in answer
+
+
+def test_traffic_fraction_with_prometheus_down_says_why() -> None:
+    answer = PrometheusTraffic(f"http://127.0.0.1:{free_port()}", TRAFFIC, timeout=0.5).fraction(
+        "s", "n", "d"
+    )
+    assert isinstance(answer, str)
+    assert "Prometheus at" in answer
