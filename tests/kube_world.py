@@ -42,19 +42,28 @@ class World:
         return KubernetesExecutor(api_client(KubeTarget(self.kubeconfig)), timeout=5.0)
 
     def deployment(
-        self, name: str, replicas: int = 3, *, paused: bool = False, memory: str | None = "256Mi"
+        self,
+        name: str,
+        replicas: int = 3,
+        *,
+        paused: bool = False,
+        memory: str | None = "256Mi",
+        secret: str | None = None,
     ) -> Json:
         """Create a Deployment whose rollout is complete, as a controller would have left it."""
         container: Json = {"name": "app", "image": "registry.example/app:1"}
         if memory:
             container["resources"] = {"limits": {"memory": memory}}
+        pod: Json = {"containers": [container]}
+        if secret:
+            pod["volumes"] = [{"name": "tls", "secret": {"secretName": secret}}]
         body = {
             "metadata": {"name": name, "annotations": {"deployment.kubernetes.io/revision": "2"}},
             "spec": {
                 "replicas": replicas,
                 "paused": paused,
                 "selector": {"matchLabels": {"app": name}},
-                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": pod},
             },
         }
         self.apps.create_namespaced_deployment(self.namespace, body)
@@ -155,6 +164,87 @@ class World:
                     "template": template,
                 },
             },
+        )
+
+
+CERTIFICATE_CRD: Json = {
+    "metadata": {"name": "certificates.cert-manager.io"},
+    "spec": {
+        "group": "cert-manager.io",
+        "scope": "Namespaced",
+        "names": {"plural": "certificates", "singular": "certificate", "kind": "Certificate"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+class CertManager:
+    """cert-manager's Certificate kind in the API server, and what its controller would write."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.custom: Any = client.CustomObjectsApi(world.api)
+        extensions: Any = client.ApiextensionsV1Api(world.api)
+        try:
+            extensions.create_custom_resource_definition(CERTIFICATE_CRD)
+        except client.ApiException as exc:
+            if exc.status != 409:  # another test installed it already
+                raise
+        self._wait_served()
+
+    def _wait_served(self) -> None:
+        for _ in range(200):
+            try:
+                self.custom.list_namespaced_custom_object(
+                    "cert-manager.io", "v1", self.world.namespace, "certificates"
+                )
+            except client.ApiException:
+                threading.Event().wait(0.05)
+                continue
+            return
+        raise AssertionError("the Certificate kind was never served")
+
+    def certificate(self, name: str, secret: str, revision: int = 1) -> None:
+        self.custom.create_namespaced_custom_object(
+            "cert-manager.io",
+            "v1",
+            self.world.namespace,
+            "certificates",
+            {
+                "apiVersion": "cert-manager.io/v1",
+                "kind": "Certificate",
+                "metadata": {"name": name},
+                "spec": {"secretName": secret, "dnsNames": [f"{name}.example"]},
+            },
+        )
+        self.issued(name, revision)
+
+    def read(self, name: str) -> Json:
+        found: Json = self.custom.get_namespaced_custom_object(
+            "cert-manager.io", "v1", self.world.namespace, "certificates", name
+        )
+        return found
+
+    def issued(self, name: str, revision: int) -> None:
+        """What cert-manager writes once it issued ``revision``: Ready, no longer Issuing."""
+        self.custom.patch_namespaced_custom_object_status(
+            "cert-manager.io",
+            "v1",
+            self.world.namespace,
+            "certificates",
+            name,
+            {"status": {"revision": revision, "conditions": [{"type": "Ready", "status": "True"}]}},
+            _content_type="application/merge-patch+json",
         )
 
 

@@ -20,7 +20,7 @@ from pyagent.executors.kubernetes import KubernetesExecutor
 from pyagent.kube import KubeTarget, api_client
 from pyagent.opa import EmbeddedOpa
 from tests.kube import KubeCluster
-from tests.kube_world import RolloutController, World
+from tests.kube_world import CertManager, RolloutController, World
 from tests.serving import EXAMPLES
 
 DECISION = "11111111-2222-3333-4444-555555555555"
@@ -232,6 +232,34 @@ def test_increase_memory_limit_raises_by_a_quarter_and_rolls_back(world: World) 
     assert "320Mi" == limit()
     assert executor.rollback(action, change).ok
     assert "256Mi" == limit()
+
+
+def test_certificate_rotation_renews_the_workloads_certificates_as_cmctl_does(world: World) -> None:
+    world.deployment("gateway", secret="gateway-tls")
+    cert_manager = CertManager(world)
+    cert_manager.certificate("gateway", "gateway-tls", revision=3)
+    cert_manager.certificate("unrelated", "other-tls")
+    executor, action = world.executor(), _action(world, "certificate_rotation", "gateway")
+    assert "condition Issuing=True reason ManuallyTriggered" in executor.plan(action)
+    assert 1 == len(cert_manager.read("gateway")["status"]["conditions"])  # the plan changed nothing
+    change = executor.execute(action, DECISION)
+    conditions = {c["type"]: c for c in cert_manager.read("gateway")["status"]["conditions"]}
+    assert "ManuallyTriggered" == conditions["Issuing"]["reason"]
+    assert "Issuing" not in {c["type"] for c in cert_manager.read("unrelated")["status"]["conditions"]}
+    assert not executor.execute(action, DECISION).sent
+    waiting = executor.verify(action, change, Deadline.after(0.2, poll=0.05))
+    assert not waiting.ok
+    cert_manager.issued("gateway", 4)
+    result = executor.verify(action, change, Deadline.after(30, poll=0.05))
+    assert result.ok, result.detail
+    assert not executor.rollback(action, change).ok  # a re-issued certificate cannot be withdrawn
+
+
+def test_certificate_rotation_without_a_certificate_is_refused(world: World) -> None:
+    world.deployment("gateway", secret="gateway-tls")
+    CertManager(world)
+    with pytest.raises(ActionRefused, match="no cert-manager Certificate"):
+        world.executor().execute(_action(world, "certificate_rotation", "gateway"), DECISION)
 
 
 def test_missing_deployment_is_refused(world: World) -> None:

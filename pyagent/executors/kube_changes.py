@@ -36,6 +36,10 @@ MEBIBYTE = 1024 * 1024
 Json = dict[str, Any]
 
 
+class Conflict(Exception):
+    """409 Conflict: the object changed between our read and our write. Read again."""
+
+
 @dataclass(frozen=True)
 class Patch:
     """One PATCH request: ``resource`` is ``deployment``, ``scale`` or ``hpa``."""

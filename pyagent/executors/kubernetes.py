@@ -6,6 +6,7 @@
 | ``scale_up`` | with an HPA: its ``minReplicas`` (and ``maxReplicas``); without: ``/scale`` |
 | ``rollback_deployment`` | the template of the previous revision, as ``kubectl rollout undo`` |
 | ``increase_memory_limit`` | each container's memory limit, raised by a quarter |
+| ``certificate_rotation`` | its Secrets' cert-manager Certificates, renewed as ``cmctl renew`` |
 
 ``plan`` builds the same request ``execute`` would send and sends it with ``dryRun=All``: the
 API server validates and admits it, and answers what the object would become, changing
@@ -29,7 +30,8 @@ from kubernetes.client.exceptions import ApiException
 from pyagent.errors import ActionRefused, ExecutorError
 from pyagent.executors import Change, Deadline, ProposedAction, StepResult, poll
 from pyagent.executors import kube_changes as changes
-from pyagent.executors.kube_changes import Json, Patch
+from pyagent.executors.kube_certs import Rotation
+from pyagent.executors.kube_changes import Conflict, Json, Patch
 
 CONFLICT_ATTEMPTS = 3
 PLAN_STAMP = "(decision id)"
@@ -37,11 +39,7 @@ FIELD_MANAGER = "pyagent"
 CONFLICT = 409
 NOT_FOUND = 404
 RESTARTS = frozenset({"rolling_restart", "log_pipeline_restart"})
-ACTIONS = RESTARTS | {"scale_up", "rollback_deployment", "increase_memory_limit"}
-
-
-class _Conflict(Exception):
-    """The object changed between our read and our write: read again."""
+ACTIONS = RESTARTS | {"scale_up", "rollback_deployment", "increase_memory_limit", "certificate_rotation"}
 
 
 class KubernetesExecutor:
@@ -57,6 +55,7 @@ class KubernetesExecutor:
         self.autoscaling = client.AutoscalingV2Api(api)
         self.timeout = timeout
         self.clock = clock
+        self.rotation = Rotation(client.CustomObjectsApi(api), self._call, self._deployment, clock)
 
     # --- the API, as JSON ---------------------------------------------------------------
 
@@ -65,7 +64,7 @@ class KubernetesExecutor:
             response = method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
         except ApiException as exc:
             if exc.status == CONFLICT:
-                raise _Conflict(what) from exc
+                raise Conflict(what) from exc
             if exc.status == NOT_FOUND:
                 raise ActionRefused(f"{what}: not found") from exc
             raise ExecutorError(f"{what}: HTTP {exc.status} {exc.reason}: {_message(exc)}") from exc
@@ -155,10 +154,12 @@ class KubernetesExecutor:
 
     def plan(self, action: ProposedAction) -> str:
         """The request, checked by the API server's dry run (``dryRun=All``); changes nothing."""
+        if action.type == "certificate_rotation" and action.kind == "Deployment":
+            return self.rotation.plan(action)
         try:
             patch = self._build(action, PLAN_STAMP)
             self._send(patch, dry_run=True)
-        except _Conflict:
+        except Conflict:
             return f"{action.type} on {action.target}: the target is changing; plan again"
         return (
             f"server-side dry run accepted: PATCH {patch.path} ({patch.content_type}) "
@@ -166,13 +167,15 @@ class KubernetesExecutor:
         )
 
     def execute(self, action: ProposedAction, decision_id: str) -> Change:
+        if action.type == "certificate_rotation" and action.kind == "Deployment":
+            return self.rotation.execute(action, decision_id)
         for _attempt in range(CONFLICT_ATTEMPTS):
             patch = self._build(action, decision_id)
             if patch.done:
                 return Change(f"already done for decision {decision_id}; nothing sent", {}, sent=False)
             try:
                 answer = self._send(patch, dry_run=False)
-            except _Conflict:
+            except Conflict:
                 continue  # nothing was applied: read again and rebuild
             generation = int(answer.get("metadata", {}).get("generation", 0))
             return Change(patch.summary, {**patch.undo, "generation": generation})
@@ -181,6 +184,8 @@ class KubernetesExecutor:
         )
 
     def verify(self, action: ProposedAction, change: Change, deadline: Deadline) -> StepResult:
+        if change.undo.get("kind") == "certificate":
+            return self.rotation.verify(action, change, deadline)
         generation = int(change.undo.get("generation", 0))
         raised = change.undo.get("raised_to")
         wanted = int(raised) if raised is not None else None
@@ -202,6 +207,8 @@ class KubernetesExecutor:
         kind = undo.get("kind")
         if not change.sent or kind is None:
             return StepResult(False, "nothing recorded to undo: the change was made by an earlier attempt")
+        if kind == "certificate":
+            return StepResult(False, "a re-issued certificate cannot be withdrawn; humans must look")
         if kind == "scale":
             return self._unscale(action, undo)
         if kind == "hpa":
@@ -213,7 +220,7 @@ class KubernetesExecutor:
             patch = _restore(kind, self._deployment(action), undo)
         try:
             self._send(patch, dry_run=False)
-        except _Conflict as exc:
+        except Conflict as exc:
             raise ExecutorError(f"rollback of {action.target}: conflict on {exc}") from exc
         return StepResult(True, f"{patch.summary} on {action.target}: PATCH {patch.path} sent")
 
@@ -235,7 +242,7 @@ class KubernetesExecutor:
             patch = changes.scale(scale, int(undo["replicas"]) - current)
             try:
                 self._send(patch, dry_run=False)
-            except _Conflict:
+            except Conflict:
                 continue
             return StepResult(
                 True, f"scaled {action.target} back from {current} to {undo['replicas']} replicas"
