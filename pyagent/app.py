@@ -27,6 +27,7 @@ from pyagent.notifiers.outbox import Channel, Outbox
 from pyagent.notifiers.pagerduty import PagerDutyChannel
 from pyagent.notifiers.slack import SlackChannel
 from pyagent.opa import EmbeddedOpa, OpaClient
+from pyagent.recovery import recover
 from pyagent.settings import Settings
 from pyagent.sources import ErrorBudgetSource, InventorySource
 from pyagent.sources.catalog import ActionCatalog, policy_data, rate_limit_window
@@ -221,6 +222,7 @@ def running_agent(settings: Settings) -> Iterator[Running]:
             verify_seconds=verify_seconds(settings),
         )
         agent = Agent(store, audit, client, sources, hands, Metrics(), workers=settings.workers)
+        recover(hands)  # before anything can start an execution that would look like a stopped one
         outbox.start()
         stack.callback(outbox.stop)
         supervisor.start()

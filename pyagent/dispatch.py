@@ -199,6 +199,26 @@ def _refuse(case: Case, hands: Hands, reason: str) -> str:
     return "refused"
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One decision's execution as the steps after ``execute`` need it: a live case, or a ledger
+    row found unfinished when the agent starts."""
+
+    decision_id: str
+    action: ProposedAction
+    level: int
+    summary: str
+    history_action_id: int | None
+    fingerprint: str | None = None
+
+    def step(self, hands: Hands, step: str, **fields: Any) -> None:
+        where = {"fingerprint": self.fingerprint} if self.fingerprint else {}
+        audit_step(hands, self.decision_id, self.action, step, **where, **fields)
+
+    def details(self, **more: Any) -> dict[str, Any]:
+        return {"decision_id": self.decision_id, "level": self.level, "action": self.action.to_json(), **more}
+
+
 def _run(case: Case, hands: Hands, cancelled: threading.Event) -> str:
     decision, action = case.verdict.decision, case.action
     action_id = _record_action(case, hands)
@@ -219,29 +239,45 @@ def _run(case: Case, hands: Hands, cancelled: threading.Event) -> str:
             case.summary,
             _details(case, abort_window_seconds=window, abort=f"POST /api/actions/{case.decision_id}/abort"),
         )
+    attempt = Attempt(
+        case.decision_id, action, decision.level, case.summary, action_id, case.alert.fingerprint
+    )
+    return conclude(hands, attempt, change, cancelled)
+
+
+def conclude(hands: Hands, attempt: Attempt, change: Change, cancelled: threading.Event) -> str:
+    """Verify an executed change by the catalog's deadline, roll it back when that fails, and
+    record the outcome; an abort claimed meanwhile takes over (returns ``aborted``)."""
+    decision_id, action = attempt.decision_id, attempt.action
     seconds = hands.verify_seconds.get(action.type, DEFAULT_VERIFY_SECONDS)
     verified = _verify(hands.executor, action, change, Deadline.after(seconds, cancelled))
     if cancelled.is_set():
-        _step(hands, case, "verification_stopped", detail=verified.detail)
+        attempt.step(hands, "verification_stopped", detail=verified.detail)
         return "aborted"  # the abort rolls back and records the outcome
-    _step(hands, case, "verified", ok=verified.ok, detail=verified.detail, deadline_seconds=seconds)
+    attempt.step(hands, "verified", ok=verified.ok, detail=verified.detail, deadline_seconds=seconds)
     if verified.ok:
-        if not hands.ledger.move(case.decision_id, "succeeded", from_states=("executed",)):
+        if not hands.ledger.move(decision_id, "succeeded", from_states=("executed",)):
             return "aborted"
-        _learn(case, hands, action_id, "success", simulated=change.simulated)
+        _remember(hands, attempt, "success", change.simulated)
         return "success"
-    if not hands.ledger.move(case.decision_id, "rolling_back", from_states=("executed",)):
+    if not hands.ledger.move(decision_id, "rolling_back", from_states=("executed",)):
         return "aborted"
-    undone = roll_back(hands, case.decision_id, action, change, "verification failed")
+    undone = roll_back(hands, decision_id, action, change, "verification failed")
     outcome = "rolled_back" if undone.ok else "verification_failed"
-    hands.ledger.move(case.decision_id, outcome, from_states=("rolling_back",))
+    hands.ledger.move(decision_id, outcome, from_states=("rolling_back",))
     hands.notifier.notify(
         "verification_failed",
-        case.summary,
-        _details(case, detail=verified.detail, rollback=undone.detail, outcome=outcome),
+        attempt.summary,
+        attempt.details(detail=verified.detail, rollback=undone.detail, outcome=outcome),
     )
-    _learn(case, hands, action_id, outcome, simulated=change.simulated)
+    _remember(hands, attempt, outcome, change.simulated)
     return outcome
+
+
+def _remember(hands: Hands, attempt: Attempt, outcome: str, simulated: bool) -> None:
+    problem = learn(hands, attempt.history_action_id, outcome, simulated=simulated)
+    if problem:
+        attempt.step(hands, "history_problem", detail=problem)
 
 
 def _verify(executor: Executor, action: ProposedAction, change: Change, deadline: Deadline) -> StepResult:

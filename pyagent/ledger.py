@@ -142,6 +142,16 @@ class Ledger:
         )
         return None if row is None else Execution.from_row(row)
 
+    def unfinished(self) -> list[Execution]:
+        """Executions a stopped agent left between ``started`` and an outcome, oldest first."""
+        rows = self.store.transact(
+            lambda db: db.execute(
+                f"SELECT {_COLUMNS} FROM executions"  # noqa: S608
+                " WHERE state IN ('started', 'executed', 'rolling_back') ORDER BY started_at"
+            ).fetchall()
+        )
+        return [Execution.from_row(row) for row in rows]
+
     def claim_abort(self, decision_id: str, by: str, via: str, now: datetime) -> Execution:
         """Claim the abort of ``decision_id`` (once); raises :class:`AbortRefused` saying why not."""
 

@@ -4,7 +4,9 @@ outcome loop, level 3's abort window, and one decision causing at most one resta
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from pyagent.dispatch import Case, dispatch, execute_action
 from pyagent.errors import AbortRefused
 from pyagent.ledger import Ledger
 from pyagent.opa import OpaClient
+from pyagent.recovery import recover
 from tests.execution_kit import PATTERN, START, Kit, case, kit, policy_input, wait_for
 from tests.kube import KubeCluster
 from tests.kube_world import RolloutController, World
@@ -260,3 +263,33 @@ def test_an_executor_error_is_not_retried(
         "2026-11-26T12:00:00Z"
         == forbidden.history.stats(PATTERN, "rolling_restart", START).last_suboptimal_at
     )
+
+
+def test_an_agent_restart_resumes_verification_and_never_resends(
+    opa: OpaClient, example_input: dict[str, Any], world: World, tmp_path: Path
+) -> None:
+    """The agent stopped after one change was made (verifying) and during another's execute."""
+    world.deployment("web")
+    world.deployment("api")
+    before = kit(tmp_path / "agent", world.executor())
+    verifying = _case(opa, example_input, world, before, 4)
+    executing = replace(
+        verifying, decision_id=str(uuid.uuid4()), action=replace(verifying.action, name="api")
+    )
+    ledger = before.hands.ledger
+    assert ledger.begin(verifying.decision_id, verifying.action, 4)
+    change = before.hands.executor.execute(verifying.action, verifying.decision_id)
+    ledger.executed(verifying.decision_id, change, before.clock(), None, None)
+    assert ledger.begin(executing.decision_id, executing.action, 4)  # stopped before the patch
+    before.close()
+    generations = (_generation(world, "web"), _generation(world, "api"))
+    after = kit(tmp_path / "agent", world.executor())
+    with RolloutController(world).running():
+        for thread in recover(after.hands):
+            thread.join(timeout=30)
+    states = [after.hands.ledger.get(c.decision_id).state for c in (verifying, executing)]  # type: ignore[union-attr]
+    after.close()
+    assert ["succeeded", "error"] == states
+    assert generations == (_generation(world, "web"), _generation(world, "api"))
+    assert ["execution_interrupted"] == after.notifications()
+    assert ["verification_resumed", "verified"] == after.steps(verifying.decision_id)[-2:]

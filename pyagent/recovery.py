@@ -1,0 +1,77 @@
+"""Executions a stopped agent left unfinished, taken up again when it starts.
+
+An agent can stop between changing a target and recording the outcome. What the ledger says
+decides what is safe:
+
+- ``started``: the change may or may not have reached the target; it is never sent again.
+  The execution ends as ``error`` and humans are told to check the target.
+- ``executed``: the change was made; its verification resumes (a fresh deadline from the
+  catalog), with rollback and outcome as usual. A level-3 abort window still holds.
+- ``rolling_back``: the rollback may be half done; humans are told to check, and the outcome
+  is ``verification_failed``.
+- an abort was claimed but not finished: humans are told the rollback is unconfirmed.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from pyagent.dispatch import Attempt, Hands, conclude, learn
+from pyagent.ledger import Execution
+
+
+def recover(hands: Hands) -> list[threading.Thread]:
+    """Deal with every unfinished execution; returns the threads resuming verifications."""
+    resumed = []
+    for execution in hands.ledger.unfinished():
+        attempt = Attempt(
+            execution.decision_id,
+            execution.action,
+            execution.level,
+            f"{execution.action.type} on {execution.action.target}",
+            execution.history_action_id,
+        )
+        if execution.abort_requested_by is not None:
+            _tell(
+                hands, attempt, "the abort's rollback was interrupted by an agent restart; check the target"
+            )
+            hands.ledger.abort_done(execution.decision_id, rolled_back=False)
+        elif execution.state == "executed" and execution.change is not None:
+            thread = threading.Thread(
+                target=_resume,
+                args=(hands, attempt, execution),
+                name=f"pyagent-resume-{execution.decision_id}",
+            )
+            thread.start()
+            resumed.append(thread)
+        elif execution.state == "rolling_back":
+            hands.ledger.move(execution.decision_id, "verification_failed", from_states=("rolling_back",))
+            _tell(hands, attempt, "the rollback was interrupted by an agent restart; check the target")
+            learn(hands, execution.history_action_id, "verification_failed", simulated=False)
+        else:
+            hands.ledger.move(execution.decision_id, "error", from_states=("started",))
+            _tell(
+                hands,
+                attempt,
+                "the agent stopped while executing: whether the change reached the target is unknown;"
+                " it is not sent again, check the target",
+            )
+    return resumed
+
+
+def _resume(hands: Hands, attempt: Attempt, execution: Execution) -> None:
+    assert execution.change is not None  # noqa: S101 - checked by the caller
+    attempt.step(hands, "verification_resumed", reason="the agent restarted during verification")
+    with (
+        hands.guardrails.slot(attempt.action.target) as refusal,
+        hands.guardrails.watch(attempt.decision_id) as cancelled,
+    ):
+        if refusal is not None:
+            _tell(hands, attempt, f"verification not resumed: {refusal}")
+            return
+        conclude(hands, attempt, execution.change, cancelled)
+
+
+def _tell(hands: Hands, attempt: Attempt, detail: str) -> None:
+    attempt.step(hands, "interrupted", detail=detail)
+    hands.notifier.notify("execution_interrupted", attempt.summary, attempt.details(detail=detail))
