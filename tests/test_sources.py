@@ -251,6 +251,18 @@ def test_history_false_positive_rate_counts_the_last_seven_days_only(tmp_path: P
     assert history.stats("oom-memory-leak", "rolling_restart", NOW).false_positive_rate_7d == 0.25
 
 
+def test_failed_verifications_rollbacks_and_aborts_count_as_false_positives_errors_do_not(
+    tmp_path: Path,
+) -> None:
+    """A remedy that had to be undone shows the diagnosis was wrong; a broken tool does not."""
+    history = HistorySQLite(tmp_path / "history.db")
+    for outcome in ("verification_failed", "rolled_back", "aborted", "error"):
+        remediation(history, "oom-memory-leak", outcome, NOW - timedelta(days=1))
+    for _ in range(4):
+        remediation(history, "oom-memory-leak", "success", NOW - timedelta(days=1))
+    assert 3 / 8 == history.stats("oom-memory-leak", "rolling_restart", NOW).false_positive_rate_7d
+
+
 def test_history_false_positive_rate_is_zero_without_outcomes(tmp_path: Path) -> None:
     history = HistorySQLite(tmp_path / "history.db")
     assert history.stats("oom-memory-leak", "rolling_restart", NOW).false_positive_rate_7d == 0.0
