@@ -247,7 +247,13 @@ def _channels(settings: Settings, store: Store, audit: AuditLog, stack: ExitStac
         pagerduty = PagerDutyChannel(settings.pagerduty_routing_key, settings.pagerduty_url)
         stack.callback(pagerduty.close)
         channels[PAGERDUTY] = pagerduty
-    outbox = Outbox(store, channels, audit, give_up_after=settings.notification_give_up_seconds)
+    outbox = Outbox(
+        store,
+        channels,
+        audit,
+        give_up_after=settings.notification_give_up_seconds,
+        unaudited=frozenset({LOG}),  # the terminal's copy; every other channel's delivery is audited
+    )
     return Messages(frozenset(channels), settings.console_url), outbox
 
 

@@ -127,6 +127,7 @@ class Outbox:
     channels: Mapping[str, Channel]
     audit: Auditor
     on_failure: Callable[[Failure], None] = lambda _failure: None
+    unaudited: frozenset[str] = frozenset()  # channels whose deliveries are not worth an audit record
     give_up_after: float = 3600.0
     clock: Callable[[], float] = time.time
     _wake: threading.Condition = field(default_factory=threading.Condition)
@@ -229,6 +230,8 @@ class Outbox:
                 (attempts, now, json.dumps(receipt), delivery.id),
             )
         )
+        if notice.channel in self.unaudited:
+            return
         self.audit.append(
             "notification",
             {
