@@ -221,7 +221,9 @@ def running_agent(settings: Settings) -> Iterator[Running]:
             guardrails=guardrails(settings),
             verify_seconds=verify_seconds(settings),
         )
-        agent = Agent(store, audit, client, sources, hands, Metrics(), workers=settings.workers)
+        metrics = Metrics()
+        metrics.watch_ai_quality(sources.history)
+        agent = Agent(store, audit, client, sources, hands, metrics, workers=settings.workers)
         recover(hands)  # before anything can start an execution that would look like a stopped one
         outbox.start()
         stack.callback(outbox.stop)

@@ -1,8 +1,83 @@
-"""Prometheus metrics, on a registry passed in (tests hand in their own)."""
+"""Prometheus metrics, on a registry passed in (tests hand in their own).
+
+The AI's quality is read from incident history at each scrape (:class:`AIQuality`):
+
+- ``pyagent_ai_outcomes_total{pattern, outcome}``: every outcome of an AI recommendation
+  ever recorded (a counter: history only grows). Outcomes that show the AI was wrong are
+  ``false_positive`` (a human rejected the recommendation, or it was marked so),
+  ``verification_failed``, ``aborted`` and ``rolled_back``; the shipped rules divide
+  them by all outcomes over 7 days (``pyagent:ai_false_positive_rate:rate7d``).
+- ``pyagent_ai_false_positive_rate_7d`` and ``pyagent_ai_pattern_false_positive_rate_7d{pattern}``:
+  the same rate computed by the agent, overall (what the policy reads as
+  ``ai.false_positive_rate_7d``) and per pattern.
+
+A history that cannot be read yields none of these samples (and logs why); the scrape
+still succeeds.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pyagent.errors import HistoryError
+from pyagent.sources.history_sqlite import FalsePositiveRates
+
+log = logging.getLogger("pyagent.metrics")
+
+
+class OutcomeHistory(Protocol):
+    def outcome_counts(self) -> list[tuple[str, str, int]]: ...
+
+    def false_positive_rates(self, now: datetime) -> FalsePositiveRates: ...
+
+
+def _families() -> tuple[CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        CounterMetricFamily(
+            "pyagent_ai_outcomes", "Outcomes of AI recommendations by pattern", labels=["pattern", "outcome"]
+        ),
+        GaugeMetricFamily(
+            "pyagent_ai_false_positive_rate_7d", "Share of AI recommendations that proved wrong, 7 days"
+        ),
+        GaugeMetricFamily(
+            "pyagent_ai_pattern_false_positive_rate_7d",
+            "Share of AI recommendations that proved wrong, 7 days, per pattern",
+            labels=["pattern"],
+        ),
+    )
+
+
+class AIQuality(Collector):
+    """The AI's recorded outcomes and false-positive rates, read from history at each scrape."""
+
+    def __init__(self, history: OutcomeHistory, clock: Callable[[], datetime] | None = None) -> None:
+        self.history = history
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def describe(self) -> Iterator[Metric]:
+        yield from _families()
+
+    def collect(self) -> Iterator[Metric]:
+        outcomes, overall, by_pattern = _families()
+        try:
+            counts = self.history.outcome_counts()
+            rates = self.history.false_positive_rates(self.clock())
+        except HistoryError as exc:
+            log.warning("AI quality metrics not available: %s", exc)
+            return
+        for pattern, outcome, count in counts:
+            outcomes.add_metric([pattern, outcome], count)
+        overall.add_metric([], rates.overall)
+        for pattern, rate in sorted(rates.by_pattern.items()):
+            by_pattern.add_metric([pattern], rate)
+        yield from (outcomes, overall, by_pattern)
 
 
 class Metrics:
@@ -22,3 +97,7 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+
+    def watch_ai_quality(self, history: OutcomeHistory, clock: Callable[[], datetime] | None = None) -> None:
+        """Expose the AI's outcomes and false-positive rates from ``history`` (:class:`AIQuality`)."""
+        self.registry.register(AIQuality(history, clock))

@@ -30,7 +30,7 @@ from pyagent.briefing import Briefing
 from pyagent.changes import ChangeDesk, ChangeRecord
 from pyagent.context import Sources, gather
 from pyagent.dispatch import Case
-from pyagent.errors import ChangeSystemUnavailable, NotAuthorised
+from pyagent.errors import ChangeSystemUnavailable, HistoryError, NotAuthorised
 from pyagent.executors import ProposedAction
 from pyagent.notifiers.messages import Messages
 from pyagent.notifiers.outbox import Failure, Outbox
@@ -168,7 +168,29 @@ class Supervisor:
         self.outbox.wake()
         if verdict == "approved":
             self._pool.submit(self._run_approved, decided.id)
+        else:
+            self._learn_rejection(decided)
         return decided
+
+    def _learn_rejection(self, approval: Approval) -> None:
+        """A human rejected the AI's recommendation: history records a ``false_positive``
+        outcome of it (not executed), which counts in the AI's 7-day false-positive rate."""
+        history, request = self.policy.sources.history, approval.request
+        moment = datetime.fromtimestamp(approval.decided_at or self.clock(), UTC)
+        try:
+            incident_id = history.latest_incident(request.fingerprint)
+            if incident_id is not None:
+                action_id = history.record_action(incident_id, request.action.type, request.level)
+                history.record_outcome(action_id, "false_positive", moment)
+                return
+            problem = f"no incident recorded for {request.fingerprint}"
+        except HistoryError as exc:
+            problem = str(exc)
+        log.warning("rejection of %s not recorded in history: %s", approval.id, problem)
+        self.audit.append(
+            "history_problem",
+            {"approval_id": approval.id, "decision_id": approval.decision_id, "detail": problem},
+        )
 
     def _expire(self, approval_id: str, due: float) -> None:
         """The deadline fired: expire the approval unless someone answered first, and page on-call."""

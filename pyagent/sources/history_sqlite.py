@@ -30,6 +30,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -86,6 +87,14 @@ JOIN actions a ON a.id = o.action_id
 JOIN incidents i ON i.id = a.incident_id
 WHERE i.pattern_id = ? AND a.action_type = ? AND o.recorded_at <= ?
 """
+
+
+@dataclass(frozen=True)
+class FalsePositiveRates:
+    """Outcomes that show the AI was wrong over all outcomes, in the 7 days to a moment."""
+
+    overall: float
+    by_pattern: Mapping[str, float]
 
 
 def _mapping(text: str) -> Mapping[str, str]:
@@ -277,6 +286,43 @@ class HistorySQLite:
             consistent_outcomes=all(outcome == "success" for outcome, _ in outcomes),
             last_suboptimal_at=max(suboptimal, default=None),
             false_positive_rate_7d=false_positives / total if total else 0.0,
+        )
+
+    def outcome_counts(self) -> list[tuple[str, str, int]]:
+        """``(pattern, outcome, count)`` of every outcome ever recorded, for ``/metrics``.
+
+        Raises :class:`HistoryError` when the database cannot be read."""
+        try:
+            with self._connect() as conn:
+                rows = conn.execute(
+                    "SELECT i.pattern_id, o.outcome, COUNT(*) FROM outcomes o"
+                    " JOIN actions a ON a.id = o.action_id JOIN incidents i ON i.id = a.incident_id"
+                    " GROUP BY i.pattern_id, o.outcome ORDER BY i.pattern_id, o.outcome"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise HistoryError(f"history {self._path}: {exc}") from exc
+        return [(str(pattern), str(outcome), int(count)) for pattern, outcome, count in rows]
+
+    def false_positive_rates(self, now: datetime) -> FalsePositiveRates:
+        """The 7-day false-positive rate at ``now``, overall and per pattern (as ``stats`` counts).
+
+        Raises :class:`HistoryError` when the database cannot be read."""
+        try:
+            with self._connect() as conn:
+                rows = conn.execute(
+                    "SELECT i.pattern_id, COUNT(*), COALESCE(SUM(o.outcome IN (?, ?, ?, ?)), 0)"
+                    " FROM outcomes o JOIN actions a ON a.id = o.action_id"
+                    " JOIN incidents i ON i.id = a.incident_id"
+                    " WHERE o.recorded_at > ? AND o.recorded_at <= ? GROUP BY i.pattern_id",
+                    (*WRONG, rfc3339(now - FALSE_POSITIVE_WINDOW), rfc3339(now)),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise HistoryError(f"history {self._path}: {exc}") from exc
+        total = sum(count for _, count, _ in rows)
+        wrong = sum(bad for _, _, bad in rows)
+        return FalsePositiveRates(
+            overall=wrong / total if total else 0.0,
+            by_pattern=MappingProxyType({str(p): bad / count for p, count, bad in rows}),
         )
 
     def count_autonomous_actions(self, since: datetime) -> int:
