@@ -75,7 +75,8 @@ def _inventory(settings: Settings) -> InventorySource:
         return figures
     # the Kubernetes client is imported only by deployments that use it
     from pyagent.kube import KubeTarget  # noqa: PLC0415
-    from pyagent.sources.kube_inventory import KubeInventory, KubeInventoryConfig  # noqa: PLC0415
+    from pyagent.sources.kube_facts import KubeInventoryConfig  # noqa: PLC0415
+    from pyagent.sources.kube_inventory import KubeInventory  # noqa: PLC0415
 
     traffic = None
     if settings.traffic_query and settings.prometheus_url:

@@ -22,7 +22,8 @@ from pyagent.kube import KubeTarget
 from pyagent.opa import free_port
 from pyagent.sources import WORST_CASE_SERVICES
 from pyagent.sources.inventory_file import InventoryFile
-from pyagent.sources.kube_inventory import KubeInventory, KubeInventoryConfig, resolve_percent
+from pyagent.sources.kube_facts import KubeInventoryConfig, resolve_percent
+from pyagent.sources.kube_inventory import KubeInventory
 from tests.kube import KubeCluster
 from tests.kube_objects import Admin
 
