@@ -6,11 +6,13 @@ Alerts recorded but not decided when the agent stopped are queued again on ``sta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +25,19 @@ from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
-from pyagent.policy import Verdict, decide
+from pyagent.policy import Question, Verdict, decide_many
 from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An alert ready to be decided: its context and the question for OPA."""
+
+    stored: StoredAlert
+    context: Context
+    question: Question
 
 
 class Agent:
@@ -42,9 +53,11 @@ class Agent:
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         workers: int = 4,
+        batch_size: int = 16,
     ) -> None:
         self.store, self.audit, self.opa, self.sources = store, audit, opa, sources
         self.hands, self.metrics, self.clock, self.workers = hands, metrics, clock, workers
+        self.batch_size = batch_size  # alerts decided with one OPA request, at most
         self._queue: queue.Queue[StoredAlert | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._idle = threading.Condition()
@@ -77,12 +90,12 @@ class Agent:
 
     def start(self) -> None:
         """Start the workers and queue every alert recorded but not yet decided."""
+        for stored in self.store.pending():
+            self._put(stored)
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"pyagent-worker-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        for stored in self.store.pending():
-            self._put(stored)
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued alert is processed."""
@@ -103,24 +116,63 @@ class Agent:
         self._threads.clear()
 
     def _work(self) -> None:
-        while (stored := self._queue.get()) is not None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            stop = False
+            while len(batch) < self.batch_size:  # whatever else is queued now goes in one OPA request
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
             try:
-                self.process(stored)
-            except Exception as exc:  # an alert stays pending and is retried at the next start
-                log.exception("processing alert %s failed", stored.id)
-                self.metrics.errors.labels(type(exc).__name__).inc()
+                self.process_batch(batch)
             finally:
                 with self._idle:
-                    self._busy -= 1
+                    self._busy -= len(batch)
                     self._idle.notify_all()
+            if stop:
+                return
 
     def process(self, stored: StoredAlert) -> None:
         """Decide and act on one recorded alert, auditing each step before acting on it."""
+        self.process_batch([stored])
+
+    def process_batch(self, batch: list[StoredAlert]) -> None:
+        """Decide the alerts with one question to OPA, then act on each in order.
+
+        An alert whose processing fails stays pending (it is retried at the next start)
+        and does not stop the others."""
+        prepared: list[_Prepared] = []
+        for stored in batch:
+            with self._failures_logged(stored):
+                if (ready := self._prepare(stored)) is not None:
+                    prepared.append(ready)
+        if not prepared:
+            return
+        verdicts = self._decide([p.question for p in prepared])
+        for ready, verdict in zip(prepared, verdicts, strict=True):
+            with self._failures_logged(ready.stored):
+                self._conclude(ready, verdict)
+
+    @contextlib.contextmanager
+    def _failures_logged(self, stored: StoredAlert) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:  # the alert stays pending and is retried at the next start
+            log.exception("processing alert %s failed", stored.id)
+            self.metrics.errors.labels(type(exc).__name__).inc()
+
+    def _prepare(self, stored: StoredAlert) -> _Prepared | None:
+        """Close a resolved alert, skip one resolved before it was decided; else gather its context."""
         alert = stored.alert
         if alert.status == "resolved":
             self.store.close_incident(stored)
             self.audit.append("resolved", {"alert_id": stored.id, "fingerprint": alert.fingerprint})
-            return
+            return None
         if self.store.close_if_resolved(stored):
             self.audit.append(
                 "skipped",
@@ -130,10 +182,15 @@ class Agent:
                     "reason": "the alert resolved before it was decided; nothing to act on",
                 },
             )
-            return
+            return None
         context = gather(alert, self.clock(), self.sources)
         policy_input = context.policy_input()
-        verdict = self._decide(context, policy_input)
+        return _Prepared(stored, context, Question(policy_input, context.health_ceiling, context.problems))
+
+    def _conclude(self, ready: _Prepared, verdict: Verdict) -> None:
+        """Record the decision, then dispatch it and record the outcome."""
+        stored, context, policy_input = ready.stored, ready.context, ready.question.policy_input
+        alert = stored.alert
         recorded = self.store.record_decision(stored, verdict.decision.to_json(), verdict.input_hash)
         if recorded is None:
             return  # decided by another worker already
@@ -176,16 +233,18 @@ class Agent:
             },
         )
 
-    def _decide(self, context: Context, policy_input: dict[str, Any]) -> Verdict:
+    def _decide(self, questions: list[Question]) -> list[Verdict]:
         started = time.perf_counter()
-        verdict = decide(self.opa, policy_input, context.health_ceiling, context.problems)
+        verdicts = decide_many(self.opa, questions)
         self.metrics.opa_latency.observe(time.perf_counter() - started)
-        self.metrics.decisions.labels(str(verdict.decision.level)).inc()
-        for trigger in verdict.decision.triggers:
-            self.metrics.triggers.labels(trigger.id).inc()
-        if verdict.fallback:
-            self.metrics.errors.labels(verdict.fallback).inc()
-        return verdict
+        self.metrics.opa_batch.observe(len(questions))
+        for verdict in verdicts:
+            self.metrics.decisions.labels(str(verdict.decision.level)).inc()
+            for trigger in verdict.decision.triggers:
+                self.metrics.triggers.labels(trigger.id).inc()
+            if verdict.fallback:
+                self.metrics.errors.labels(verdict.fallback).inc()
+        return verdicts
 
     def _audit_decision(
         self,

@@ -97,6 +97,12 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+        self.opa_batch = Histogram(
+            "pyagent_opa_batch_alerts",
+            "Alerts decided by one request to OPA (the alerts queued when a worker asked)",
+            buckets=(1, 2, 4, 8, 16),
+            registry=self.registry,
+        )
 
     def watch_ai_quality(self, history: OutcomeHistory, clock: Callable[[], datetime] | None = None) -> None:
         """Expose the AI's outcomes and false-positive rates from ``history`` (:class:`AIQuality`)."""

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +27,7 @@ from pyagent.errors import (
     InvalidDocument,
     OpaStartError,
     PolicyEngineUnavailable,
+    PolicyError,
     PolicyInvalid,
     PolicyUndefined,
     ServiceError,
@@ -33,6 +35,7 @@ from pyagent.errors import (
 from pyagent.jsonhttp import post_json
 
 DECISION_PATH = "/v1/data/escalation/decision"
+BATCH_PATH = "/v1/data/escalation/decisions"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,6 +55,13 @@ def find_opa(explicit: str | None = None) -> str:
     if pinned.is_file() and os.access(pinned, os.X_OK):
         return str(pinned)
     raise OpaStartError("no opa binary: run `make setup`, put opa on PATH, or pass --opa-binary")
+
+
+def _typed(result: object) -> Decision:
+    try:
+        return Decision.from_json(result)
+    except InvalidDocument as exc:
+        raise PolicyInvalid(exc) from exc
 
 
 @dataclass(frozen=True)
@@ -82,10 +92,13 @@ class OpaClient:
 
     def decide_raw(self, policy_input: object) -> object:
         """The ``result`` OPA returns for this input, unvalidated."""
+        return self._post(DECISION_PATH, policy_input)
+
+    def _post(self, path: str, policy_input: object) -> object:
         try:
             body = post_json(
                 self.session,
-                self.base_url + DECISION_PATH,
+                self.base_url + path,
                 {"input": policy_input},
                 (self.timeouts.connect, self.timeouts.read),
                 f"OPA at {self.base_url}",
@@ -93,16 +106,51 @@ class OpaClient:
         except ServiceError as exc:
             raise PolicyEngineUnavailable(str(exc)) from exc
         if not isinstance(body, dict) or "result" not in body:
-            raise PolicyUndefined(f"OPA at {self.base_url} returned no result for {DECISION_PATH}")
+            raise PolicyUndefined(f"OPA at {self.base_url} returned no result for {path}")
         return body["result"]
 
     def decide(self, policy_input: object) -> Decision:
         """The typed decision; raises a :class:`PolicyError` subclass when there is none."""
-        result = self.decide_raw(policy_input)
+        return _typed(self.decide_raw(policy_input))
+
+    def decide_many(self, policy_inputs: Sequence[object]) -> list[Decision | PolicyError]:
+        """One decision (or the error that stands for it) per input, in order, in one request.
+
+        ``data.escalation.decisions`` evaluates the same rule once per input. A policy
+        without that rule (an older bundle) answers with no result: then each input is
+        asked on its own, so the batch never costs a decision. One input is asked on its own.
+        """
+        if len(policy_inputs) == 1:
+            return [self._decide_or_error(policy_inputs[0])]
         try:
-            return Decision.from_json(result)
-        except InvalidDocument as exc:
-            raise PolicyInvalid(exc) from exc
+            results = self._post(BATCH_PATH, {"inputs": list(policy_inputs)})
+        except PolicyUndefined:
+            return [self._decide_or_error(one) for one in policy_inputs]
+        except PolicyError as exc:
+            return [exc] * len(policy_inputs)
+        if not isinstance(results, list) or len(results) != len(policy_inputs):
+            error = PolicyInvalid(
+                InvalidDocument(
+                    f"OPA at {self.base_url} {BATCH_PATH}",
+                    "$",
+                    "minItems" if isinstance(results, list) else "type",
+                    f"expected a list of {len(policy_inputs)} decisions",
+                )
+            )
+            return [error] * len(policy_inputs)
+        out: list[Decision | PolicyError] = []
+        for result in results:
+            try:
+                out.append(_typed(result))
+            except PolicyError as exc:
+                out.append(exc)
+        return out
+
+    def _decide_or_error(self, policy_input: object) -> Decision | PolicyError:
+        try:
+            return self.decide(policy_input)
+        except PolicyError as exc:
+            return exc
 
     def healthy(self) -> bool:
         """Whether OPA answers ``/health`` with 200."""

@@ -67,15 +67,34 @@ def clamp(decision: Decision, ceiling: int, trigger: Trigger) -> Decision:
     )
 
 
+@dataclass(frozen=True)
+class Question:
+    """One policy input to decide, with the context's health: its ceiling and why."""
+
+    policy_input: dict[str, Any]
+    health_ceiling: int
+    problems: tuple[str, ...]
+
+
 def decide(
     client: OpaClient, policy_input: dict[str, Any], health_ceiling: int, problems: tuple[str, ...]
 ) -> Verdict:
     """Ask OPA, fall back to level 1 when it gives no decision, then apply the context clamp."""
-    digest = input_hash(policy_input)
-    try:
-        decision = client.decide(policy_input)
-    except PolicyError as exc:
-        return Verdict(fallback_decision(exc.reason, str(exc)), digest, fallback=exc.reason)
+    [verdict] = decide_many(client, [Question(policy_input, health_ceiling, problems)])
+    return verdict
+
+
+def decide_many(client: OpaClient, questions: list[Question]) -> list[Verdict]:
+    """:func:`decide` for several inputs in one request to OPA; one verdict per question."""
+    answers = client.decide_many([q.policy_input for q in questions])
+    return [_verdict(q, answer) for q, answer in zip(questions, answers, strict=True)]
+
+
+def _verdict(question: Question, answer: Decision | PolicyError) -> Verdict:
+    digest = input_hash(question.policy_input)
+    if isinstance(answer, PolicyError):
+        return Verdict(fallback_decision(answer.reason, str(answer)), digest, fallback=answer.reason)
+    decision, health_ceiling, problems = answer, question.health_ceiling, question.problems
     if decision.level <= health_ceiling:
         return Verdict(decision, digest)
     reason = Trigger(

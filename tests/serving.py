@@ -12,10 +12,12 @@ from typing import Any
 import requests
 from waitress.server import create_server
 
+from pyagent.alerts import parse_webhook
 from pyagent.app import Running, running_agent
 from pyagent.console.app import HumansApp
 from pyagent.server import WebhookApp
 from pyagent.settings import Settings
+from pyagent.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -65,3 +67,11 @@ def records(state: Path, kind: str) -> list[dict[str, Any]]:
     """The audit records of one kind, in order."""
     lines = (state / "audit.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def record_without_deciding(state: Path, *bodies: dict[str, Any]) -> None:
+    """Deliveries recorded in the store as intake does, with no agent running to decide them."""
+    store = Store(state / "agent.db")
+    for body in bodies:
+        store.record_delivery(parse_webhook(json.dumps(body).encode()))
+    store.close()

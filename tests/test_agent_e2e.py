@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,13 +10,11 @@ from typing import Any
 import pytest
 import requests
 
-from pyagent.alerts import parse_webhook
 from pyagent.app import Running, running_agent
 from pyagent.audit import verify
 from pyagent.opa import EmbeddedOpa
 from pyagent.settings import Settings
-from pyagent.store import Store
-from tests.serving import EXAMPLES, example, post, records, serve
+from tests.serving import EXAMPLES, example, post, record_without_deciding, records, serve
 
 TOKEN = "s3cret-token"
 
@@ -33,14 +30,6 @@ def served(tmp_path: Path, opa_server: EmbeddedOpa) -> Iterator[tuple[str, Runni
     )
     with serve(settings) as (url, running):
         yield url, running, tmp_path
-
-
-def _record_without_deciding(state: Path, *bodies: dict[str, Any]) -> None:
-    """Deliveries recorded in the store as intake does, with no agent running to decide them."""
-    store = Store(state / "agent.db")
-    for body in bodies:
-        store.record_delivery(parse_webhook(json.dumps(body).encode()))
-    store.close()
 
 
 def _payload() -> dict[str, Any]:
@@ -144,7 +133,7 @@ def test_metrics_count_requests_and_decisions(served: tuple[str, Running, Path])
 def test_recorded_but_undecided_alerts_are_decided_after_a_restart(
     tmp_path: Path, opa_server: EmbeddedOpa
 ) -> None:
-    _record_without_deciding(tmp_path, _payload())  # intake happened; the agent died before deciding
+    record_without_deciding(tmp_path, _payload())  # intake happened; the agent died before deciding
     settings = Settings(state_dir=tmp_path, opa_url=opa_server.url, inventory=EXAMPLES / "inventory.yaml")
     with running_agent(settings) as running:
         assert running.agent.drain(30)
@@ -157,7 +146,7 @@ def test_alert_resolved_before_it_is_decided_is_not_acted_on(tmp_path: Path, opa
     resolved = _payload()
     resolved["status"] = resolved["alerts"][0]["status"] = "resolved"
     resolved["alerts"][0]["endsAt"] = "2026-11-26T12:10:00Z"
-    _record_without_deciding(tmp_path, _payload(), resolved)  # the agent stopped before deciding either
+    record_without_deciding(tmp_path, _payload(), resolved)  # the agent stopped before deciding either
     settings = Settings(state_dir=tmp_path, opa_url=opa_server.url, inventory=EXAMPLES / "inventory.yaml")
     with running_agent(settings) as running:
         assert running.agent.drain(30)

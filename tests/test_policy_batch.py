@@ -1,0 +1,101 @@
+"""Deciding several alerts in one request to OPA gives each exactly its own decision."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pyagent.app import running_agent
+from pyagent.contract import Decision
+from pyagent.errors import PolicyEngineUnavailable, PolicyError, PolicyInvalid
+from pyagent.opa import EmbeddedOpa, OpaClient, default_policy_dir
+from pyagent.policy import Question, decide, decide_many
+from pyagent.settings import Settings
+from tests.serving import EXAMPLES, example, record_without_deciding, records
+
+
+def _inputs(example_input: dict[str, Any]) -> list[dict[str, Any]]:
+    cautious = copy.deepcopy(example_input)
+    cautious["ai"]["confidence"] = 0.72
+    regulated = copy.deepcopy(example_input)
+    regulated["regulatory"] = {"regulated": True, "frameworks": ["pci-dss"]}
+    return [example_input, cautious, regulated, {"now": "not a time"}]
+
+
+def test_a_batch_gives_each_input_its_own_decision(opa: OpaClient, example_input: dict[str, Any]) -> None:
+    inputs = _inputs(example_input)
+    assert [opa.decide(one) for one in inputs] == opa.decide_many(inputs)
+    assert [4, 2, 2, 1] == [d.level for d in opa.decide_many(inputs) if isinstance(d, Decision)]
+
+
+def test_batched_verdicts_equal_single_verdicts(opa: OpaClient, example_input: dict[str, Any]) -> None:
+    """The context clamp applies per question, as it does for one alert."""
+    questions = [Question(one, 4, ()) for one in _inputs(example_input)]
+    questions[0] = Question(questions[0].policy_input, 1, ("inventory: file unreadable",))
+    single = [decide(opa, q.policy_input, q.health_ceiling, q.problems) for q in questions]
+    assert single == decide_many(opa, questions)
+    assert 4 == decide_many(opa, questions)[0].clamped_from
+
+
+def test_a_policy_without_the_batch_rule_is_asked_one_input_at_a_time(
+    tmp_path: Path, example_input: dict[str, Any]
+) -> None:
+    """An older policy bundle has only ``decision``: a batch must not cost anyone a decision."""
+    policy = tmp_path / "rego"
+    shutil.copytree(default_policy_dir(), policy)
+    (policy / "escalation" / "batch.rego").unlink()
+    inputs = _inputs(example_input)
+    with EmbeddedOpa(policy) as server:
+        client = OpaClient(server.url)
+        try:
+            assert [4, 2, 2, 1] == [d.level for d in client.decide_many(inputs) if isinstance(d, Decision)]
+        finally:
+            client.close()
+
+
+def test_a_batch_answer_of_the_wrong_shape_is_invalid_for_every_input(
+    tmp_path: Path, example_input: dict[str, Any]
+) -> None:
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "broken.rego").write_text("package escalation\n\ndecisions := [1]\n")
+    with EmbeddedOpa(policy) as server:
+        client = OpaClient(server.url)
+        try:
+            answers = client.decide_many(_inputs(example_input))
+        finally:
+            client.close()
+    assert 4 == len(answers)
+    assert all(isinstance(a, PolicyInvalid) for a in answers)
+
+
+def test_an_unreachable_opa_fails_every_input_of_a_batch(example_input: dict[str, Any]) -> None:
+    with EmbeddedOpa(default_policy_dir()) as server:
+        url = server.url
+    client = OpaClient(url)
+    try:
+        answers: list[Decision | PolicyError] = client.decide_many(_inputs(example_input))
+    finally:
+        client.close()
+    assert all(isinstance(a, PolicyEngineUnavailable) for a in answers)
+
+
+def test_alerts_queued_together_are_decided_together_and_each_recorded(tmp_path: Path) -> None:
+    """Alerts waiting when the agent starts go to OPA in one request; each gets its decision."""
+    bodies = []
+    for serial in range(6):
+        body = copy.deepcopy(example("level-2-first-occurrence"))
+        body["alerts"][0]["fingerprint"] = f"{serial + 1:016x}"
+        bodies.append(body)
+    record_without_deciding(tmp_path, *bodies)
+    settings = Settings(state_dir=tmp_path, inventory=EXAMPLES / "inventory.yaml", workers=1)
+    with running_agent(settings) as running:
+        assert running.agent.drain(30)
+        registry = running.agent.metrics.registry
+        assert 1 == registry.get_sample_value("pyagent_opa_request_seconds_count")
+        assert 6 == registry.get_sample_value("pyagent_opa_batch_alerts_sum")
+    decided = records(tmp_path, "decision")
+    assert sorted(b["alerts"][0]["fingerprint"] for b in bodies) == sorted(d["fingerprint"] for d in decided)
+    assert {2} == {d["level"] for d in decided}
