@@ -221,15 +221,16 @@ class Attempt:
 
 def _run(case: Case, hands: Hands, cancelled: threading.Event) -> str:
     decision, action = case.verdict.decision, case.action
-    action_id = _record_action(case, hands)
     try:
         change = hands.executor.execute(action, case.decision_id)
     except ExecutorError as exc:
+        action_id = _record_action(case, hands)
         hands.ledger.move(case.decision_id, "error", from_states=("started",))
         _step(hands, case, "executed", ok=False, detail=str(exc), retried=False)
         hands.notifier.notify("execution_failed", case.summary, _details(case, detail=str(exc)))
         _learn(case, hands, action_id, "error", simulated=False)
         return "error"
+    action_id = _record_action(case, hands)  # after the change: nothing delays it
     window = decision.abort_window_seconds if decision.level == ABORT_LEVEL else None
     hands.ledger.executed(case.decision_id, change, hands.clock(), window, action_id)
     _step(hands, case, "executed", ok=True, detail=change.detail, sent=change.sent)

@@ -54,9 +54,10 @@ def test_plan_is_a_server_side_dry_run_that_changes_nothing(world: World) -> Non
     assert before["metadata"]["resourceVersion"] == world.read("web")["metadata"]["resourceVersion"]
 
 
-def test_rolling_restart_sends_the_kubectl_patch_and_verifies(world: World, completing: object) -> None:
+@pytest.mark.parametrize("kind", ["rolling_restart", "log_pipeline_restart"])
+def test_restart_sends_the_kubectl_patch_and_verifies(world: World, completing: object, kind: str) -> None:
     before = world.deployment("web")
-    executor, action = world.executor(), _action(world, "rolling_restart", "web")
+    executor, action = world.executor(), _action(world, kind, "web")
     change = executor.execute(action, DECISION)
     after = world.read("web")
     assert before["metadata"]["generation"] + 1 == after["metadata"]["generation"]
