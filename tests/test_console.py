@@ -13,6 +13,7 @@ from pyagent.console.auth import COOKIE
 from pyagent.console.queries import policy_state
 from pyagent.opa import default_policy_dir
 from tests.humans import PASSWORDS, humans_settings, saas, served
+from tests.serving import EXAMPLES
 
 
 def _signed_in(url: str, user: str, password: str) -> requests.Session:
@@ -73,3 +74,11 @@ def test_passwords_are_scrypt_hashed_and_identities_carry_their_groups() -> None
     assert access.refusal(alice, ("default",)) is None
     assert "pci" in str(access.refusal(alice, ("pci-dss",)))
     assert "no approver group" in str(access.refusal(alice, ("hipaa",)))
+
+
+def test_the_example_access_file_signs_in_its_demo_user() -> None:
+    access = Access.load(EXAMPLES / "access.yaml")
+    demo = access.login("demo", "change-me-now")
+    assert demo is not None
+    assert access.refusal(demo, ("pci-dss",)) is None
+    assert access.login("demo", "wrong") is None

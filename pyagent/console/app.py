@@ -24,6 +24,7 @@ from pyagent.notifiers import outbox
 
 Handler = Callable[[Desk, Request, Visitor, Mapping[str, str]], Response]
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+ABORT_LEVEL = 3  # conditional autonomy: executed, with an abort window
 ID = r"(?P<id>[A-Za-z0-9-]{1,64})"
 _NO_SESSION = Session("", "", (), "", 0.0)
 
@@ -134,10 +135,9 @@ def decision_page(desk: Desk, request: Request, visitor: Visitor, match: Mapping
     approval = desk.supervisor.approvals.for_decision(decision_id)
     ids = frozenset({approval.id}) if approval else frozenset()
     trail = queries.audit_trail(desk.audit_path, decision_id, ids)
-    abortable = desk.abort is not None and any(
-        r.get("kind") == "action_step" and r.get("step") == "executed" and r.get("level", 3) == 3
-        for r in trail
-    )
+    level_3 = any(r.get("kind") == "decision" and r.get("level") == ABORT_LEVEL for r in trail)
+    executed = any(r.get("kind") == "action_step" and r.get("step") == "executed" for r in trail)
+    abortable = desk.abort is not None and level_3 and executed
     return render(
         desk,
         visitor,
