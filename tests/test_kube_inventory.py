@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pyagent import settings
 from pyagent.alerts import Alert
 from pyagent.errors import ConfigError
 from pyagent.kube import KubeTarget
@@ -488,3 +489,32 @@ def test_shipped_rbac_is_enough_to_read_every_fact(
     facts = source(config).lookup(oom(ns, deployment="payments-api"))
     assert () == facts.problems
     assert (0.2, True, ("pci-dss",)) == (facts.replica_fraction, facts.target.hpa_managed, facts.frameworks)
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def test_settings_choose_the_source_and_read_lists_from_the_environment() -> None:
+    environ = {
+        "PYAGENT_INVENTORY_SOURCE": "kubernetes",
+        "PYAGENT_SHARED_INFRASTRUCTURE_NAMESPACES": "argocd, platform",
+        "PYAGENT_SHARED_INFRASTRUCTURE_LABELS": "team=platform",
+    }
+    loaded = settings.load(None, environ, {})
+    assert "kubernetes" == loaded.inventory_source
+    assert ("argocd", "platform") == loaded.shared_infrastructure_namespaces
+    assert ("team=platform",) == loaded.shared_infrastructure_labels
+    assert "file" == settings.load(None, {}, {}).inventory_source
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"inventory_source": "etcd"}, "is not file or kubernetes"),
+        ({"traffic_query": "up"}, "prometheus_url"),
+        ({"novelty_threshold": 1.5}, "not in 0..1"),
+    ],
+)
+def test_settings_refuse_what_cannot_work(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings.load(None, {}, values)
