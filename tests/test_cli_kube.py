@@ -132,7 +132,7 @@ def test_evaluate_explains_the_replica_trigger_for_a_person(
     admin.deployment(ns, "checkout", 10, max_unavailable=3)
     text = _evaluate(ns, kube_cluster, opa_server, state)
     assert "level 2 (supervised)" in text
-    assert "blast_radius_replicas" in text
+    assert "[2] blast_radius_replicas: replica fraction 0.3 is above 0.2" in text
 
 
 def test_forbidden_cluster_gives_level_1_with_the_reason(
