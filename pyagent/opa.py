@@ -32,7 +32,7 @@ from pyagent.errors import (
     PolicyUndefined,
     ServiceError,
 )
-from pyagent.jsonhttp import post_json
+from pyagent.jsonhttp import JsonEndpoint
 
 DECISION_PATH = "/v1/data/escalation/decision"
 BATCH_PATH = "/v1/data/escalation/decisions"
@@ -89,6 +89,11 @@ class OpaClient:
         self.session.trust_env = False
         # one retry of a refused connection: OPA restarting under a supervisor
         self.session.mount(self.base_url, HTTPAdapter(max_retries=1, pool_maxsize=32))
+        who = f"OPA at {self.base_url}"
+        self._endpoints = {
+            path: JsonEndpoint(self.session, self.base_url + path, who)
+            for path in (DECISION_PATH, BATCH_PATH)
+        }
 
     def decide_raw(self, policy_input: object) -> object:
         """The ``result`` OPA returns for this input, unvalidated."""
@@ -96,12 +101,8 @@ class OpaClient:
 
     def _post(self, path: str, policy_input: object) -> object:
         try:
-            body = post_json(
-                self.session,
-                self.base_url + path,
-                {"input": policy_input},
-                (self.timeouts.connect, self.timeouts.read),
-                f"OPA at {self.base_url}",
+            body = self._endpoints[path].post(
+                {"input": policy_input}, (self.timeouts.connect, self.timeouts.read)
             )
         except ServiceError as exc:
             raise PolicyEngineUnavailable(str(exc)) from exc
