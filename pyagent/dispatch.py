@@ -162,6 +162,7 @@ def _details(case: Case, **more: Any) -> dict[str, Any]:
         "decision_id": case.decision_id,
         "level": case.verdict.decision.level,
         "action": case.action.to_json(),
+        "triggers": [t.to_json() for t in case.verdict.decision.triggers],
         **more,
     }
 
