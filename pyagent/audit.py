@@ -46,6 +46,20 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(unsealed)).hexdigest()
 
 
+def seal(unsealed: Mapping[str, Any]) -> tuple[str, bytes]:
+    """The hash of a record without ``hash``, and its canonical line with it, serialised once.
+
+    Canonical JSON is the sorted keys joined by commas, so the sealed line is the unsealed
+    JSON with ``"hash":...`` spliced in where its key sorts; the same bytes as
+    ``canonical_json`` of the sealed record, for half the work.
+    """
+    before = canonical_json({k: v for k, v in unsealed.items() if k < "hash"})[1:-1]
+    after = canonical_json({k: v for k, v in unsealed.items() if k > "hash"})[1:-1]
+    digest = hashlib.sha256(b"{" + b",".join(p for p in (before, after) if p) + b"}").hexdigest()
+    middle = b'"hash":"' + digest.encode("ascii") + b'"'
+    return digest, b"{" + b",".join(p for p in (before, middle, after) if p) + b"}"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -222,8 +236,7 @@ class AuditLog:
                 kind=kind,
                 prev_hash=self._prev_hash,
             )
-            record["hash"] = record_hash(record)
-            line = canonical_json(record)
+            record["hash"], line = seal(record)
             self._unwritten.append(line + b"\n")
             self._seq, self._prev_hash = record["seq"], record["hash"]
         self._make_durable(record["seq"])

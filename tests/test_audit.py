@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pyagent.audit import RESERVED_KEYS, AuditLog, SplunkForwarder, VerifyResult, verify
+from pyagent.audit import RESERVED_KEYS, AuditLog, SplunkForwarder, VerifyResult, canonical_json, seal, verify
 from pyagent.errors import AuditChainBroken
 from pyagent.opa import free_port
 from tests.fakes import FakeHec
@@ -99,6 +99,21 @@ def test_hash_is_sha256_of_canonical_record_without_hash(five: Path) -> None:
     for record in records(five):
         claimed = record.pop("hash")
         assert sha256_of_canonical(record) == claimed
+
+
+@pytest.mark.parametrize(
+    "unsealed",
+    [
+        {},
+        {"a": 1},
+        {"zeta": [1, {"b": "é"}], "alpha": None},
+        {"seq": 3, "ts": "2026-01-01T00:00:00Z", "kind": "decision", "prev_hash": "0" * 64, "gate": 1.5},
+    ],
+)
+def test_seal_gives_the_canonical_line_of_the_sealed_record(unsealed: dict[str, Any]) -> None:
+    digest, line = seal(unsealed)
+    assert hashlib.sha256(canonical_json(unsealed)).hexdigest() == digest
+    assert canonical_json({**unsealed, "hash": digest}) == line
 
 
 def test_first_prev_hash_is_64_zeros_and_each_links_to_the_one_before(five: Path) -> None:
