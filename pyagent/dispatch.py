@@ -31,7 +31,7 @@ from pyagent.store import Store
 log = logging.getLogger("pyagent.dispatch")
 
 DEFAULT_VERIFY_SECONDS = 300.0
-ABORT_LEVEL = 3
+ABORT_LEVEL = 3  # level 3 has the abort window; 3 and up act without asking
 
 
 class Auditor(Protocol):
@@ -171,20 +171,23 @@ def execute_action(case: Case, hands: Hands) -> str:
     """Carry out the case's action once; returns the outcome.
 
     For a decision that lets the agent act (level 3 or 4), or a level-2 decision a human
-    approved. ``refused`` (kill switch, target busy, global cap) and ``duplicate`` (this
+    approved. The kill switch stops the autonomous ones only: with it on, the policy sends
+    every action to a human, whose approval is the way to act. ``refused`` (kill switch,
+    target busy, global cap) and ``duplicate`` (this
     decision already executed) change nothing; otherwise the outcome is ``success``,
     ``rolled_back`` or ``verification_failed`` (verification failed, rollback done or not),
     ``aborted`` (a human aborted within the abort window) or ``error`` (the executor failed;
     never retried). Every outcome of a real change is recorded in history.
     """
     guardrails = hands.guardrails
-    if guardrails.kill_switch_engaged():
+    autonomous = case.verdict.decision.level >= ABORT_LEVEL
+    if autonomous and guardrails.kill_switch_engaged():
         return _refuse(case, hands, "the kill switch is engaged")
     with guardrails.slot(case.action.target) as refusal:
         if refusal is not None:
             return _refuse(case, hands, refusal)
         plan = plan_of(hands.executor, case.action)
-        if guardrails.kill_switch_engaged():  # checked again right before the change
+        if autonomous and guardrails.kill_switch_engaged():  # again, right before the change
             return _refuse(case, hands, "the kill switch is engaged")
         if not hands.ledger.begin(case.decision_id, case.action, case.verdict.decision.level):
             _step(hands, case, "duplicate", reason="this decision was executed before; not executed again")

@@ -293,3 +293,18 @@ def test_an_agent_restart_resumes_verification_and_never_resends(
     assert generations == (_generation(world, "web"), _generation(world, "api"))
     assert ["execution_interrupted"] == after.notifications()
     assert ["verification_resumed", "verified"] == after.steps(verifying.decision_id)[-2:]
+
+
+def test_kill_switch_leaves_a_human_approved_action_alone(
+    opa: OpaClient, example_input: dict[str, Any], world: World, hands_kit: Kit
+) -> None:
+    """With the switch on the policy sends everything to a human; their approval still acts."""
+    world.deployment("web")
+    (hands_kit.state / "kill-switch").touch()
+    document = policy_input(
+        example_input, "Deployment", world.namespace, "web", level=4, action="rolling_restart"
+    )
+    document["guardrails"]["kill_switch"] = True
+    approved = case(opa, document, hands_kit.history, 2)
+    with RolloutController(world).running():
+        assert "success" == execute_action(approved, hands_kit.hands)
