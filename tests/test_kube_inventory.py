@@ -24,7 +24,7 @@ from pyagent.opa import free_port
 from pyagent.sources import WORST_CASE_SERVICES
 from pyagent.sources.inventory_file import InventoryFile
 from pyagent.sources.kube_facts import KubeInventoryConfig, resolve_percent
-from pyagent.sources.kube_inventory import KubeInventory
+from pyagent.sources.kube_inventory import KubeInventory, deployment_of_pod
 from tests.kube import KubeCluster
 from tests.kube_objects import Admin
 
@@ -268,6 +268,29 @@ def test_next_target_label_is_tried_when_the_first_names_no_deployment(
     facts = source(kubeconfig).lookup(oom(ns, deployment="checkout-7f9c", service="checkout"))
     assert () == facts.problems
     assert "checkout" == facts.target.name
+
+
+def test_pod_label_alone_finds_its_deployment(admin: Admin, kubeconfig: Path) -> None:
+    """kube-state-metrics alerts name the pod; its name carries the Deployment's."""
+    ns = admin.namespace()
+    admin.deployment(ns, "checkout", 5)
+    facts = source(kubeconfig).lookup(oom(ns, pod="checkout-7d9f8b6c5-x2k4q", container="app"))
+    assert () == facts.problems
+    assert "checkout" == facts.target.name
+
+
+@pytest.mark.parametrize(
+    ("pod", "deployment"),
+    [
+        ("checkout-7d9f8b6c5-x2k4q", ["checkout"]),
+        ("payments-api-6c8d7f9b4-q7w2x", ["payments-api"]),
+        ("web-0", []),  # a StatefulSet's pod
+        ("checkout-7d9f8b6c5-xaeio", []),  # vowels are not in Kubernetes' safe alphabet
+        ("", []),
+    ],
+)
+def test_deployment_of_pod_reads_only_deployment_pod_names(pod: str, deployment: list[str]) -> None:
+    assert deployment == deployment_of_pod(pod)
 
 
 # --- figures the cluster lacks --------------------------------------------------------------------

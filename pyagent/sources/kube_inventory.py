@@ -2,7 +2,9 @@
 Kubernetes API (``inventory_source: kubernetes``).
 
 **Target.** The alert's ``namespace`` label and the first of its target labels
-(``deployment``, ``service``, ``job``) that names a Deployment in that namespace.
+(``deployment``, ``service``, ``job``) that names a Deployment in that namespace; failing
+those, the Deployment its ``pod`` label's name implies (``checkout-7d9f8b6c5-x2k4q``:
+``checkout``), as kube-state-metrics alerts name only the pod.
 
 **Reads**: ``get`` the Deployment, ``list`` HPAs in its namespace, ``get`` the namespace
 (RBAC needs get/list/watch on deployments, horizontalpodautoscalers and namespaces, nothing
@@ -23,6 +25,7 @@ target label names a Deployment that exists. Nothing raises out of :meth:`KubeIn
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +44,17 @@ from pyagent.sources import InventoryFacts, InventorySource
 from pyagent.sources.kube_facts import KubeInventoryConfig, Reading, facts_from
 
 API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
+
+# a Deployment's pod is named DEPLOYMENT-HASH-SUFFIX, both from Kubernetes' safe alphabet
+_SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
+_DEPLOYMENT_POD = re.compile(rf"^(?P<deployment>[a-z0-9][-a-z0-9.]*)-{_SAFE}{{1,10}}-{_SAFE}{{5}}$")
+
+
+def deployment_of_pod(pod: str) -> list[str]:
+    """The Deployment a pod name says it belongs to (``checkout-7d9f8b6c5-x2k4q``: ``checkout``),
+    as a candidate the API must confirm; none for a name of another shape."""
+    found = _DEPLOYMENT_POD.match(pod)
+    return [found.group("deployment")] if found else []
 
 
 class TrafficSource(Protocol):
@@ -99,9 +113,10 @@ class KubeInventory:
     def lookup(self, alert: Alert) -> InventoryFacts:
         labels = self._config.target_labels
         namespace = alert.labels.get("namespace")
-        names = list(dict.fromkeys(alert.labels[k] for k in labels if alert.labels.get(k)))
+        named = [alert.labels[k] for k in labels if alert.labels.get(k)]
+        names = list(dict.fromkeys([*named, *deployment_of_pod(alert.labels.get("pod", ""))]))
         if not namespace or not names:
-            wanted = ", ".join(("namespace", *labels))
+            wanted = ", ".join(("namespace", *labels, "pod"))
             why = f"alert {alert.name!r} does not name its target ({wanted})"
             return InventoryFacts.worst_case(alert, why)
         found = self._observed(alert, namespace, names)
