@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,18 @@ def test_abort_button_rolls_back_as_the_signed_slack_user(tmp_path: Path) -> Non
         assert again.json()["ok"] is False
     [requested] = [r for r in audit_records(state, "action_step") if r["step"] == "abort_requested"]
     assert ("carol", "slack") == (requested["by"], requested["via"])
+
+
+def test_alert_text_cannot_mention_everyone_or_hide_a_link(tmp_path: Path) -> None:
+    """An alert's name reaches the message (a novel pattern's summary names it): it stays text."""
+    hostile = example("level-1-novel-pattern")
+    name = "<!channel> see <https://evil.example|here> & relax"
+    hostile["alerts"][0]["labels"]["alertname"] = name
+    state = tmp_path / "state"
+    with saas() as fakes, served(humans_settings(state, fakes)) as (url, running):
+        post(url, hostile)
+        assert running.agent.drain(30)
+        [message] = [r.json() for r in fakes.slack.wait_for(1, "/api/chat.postMessage")]
+    text = json.dumps(message["blocks"])
+    assert "&lt;!channel&gt; see &lt;https://evil.example|here&gt; &amp; relax" in text
+    assert "<!channel>" not in text

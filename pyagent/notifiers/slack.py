@@ -82,6 +82,12 @@ def parse_click(body: bytes) -> Click | None:
         return None
 
 
+def esc(text: object) -> str:
+    """Text from alerts, models and people, made inert in mrkdwn: Slack reads ``<...>`` as
+    links and mentions (``<!channel>``) and ``&`` as an entity, so those three are escaped."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _text(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}
 
@@ -139,21 +145,21 @@ def approval_blocks(
     request, briefing = approval["request"], approval["request"]["briefing"]
     action, target = request["action"], request["action"]["target"]
     what = f"{action['type']} of {target['kind']} {target['namespace']}/{target['name']}"
-    place = briefing["environment"]
+    place, summary = briefing["environment"], esc(request["summary"])
     triggers = "\n".join(
-        f"• `{t['id']}` (ceiling {t['ceiling']}): {t['message']}" for t in request["triggers"]
+        f"• `{t['id']}` (ceiling {t['ceiling']}): {esc(t['message'])}" for t in request["triggers"]
     )
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"Approval needed: {what}"[:150]}},
-        _text(f"*{briefing['alert_name']}* on *{briefing['service']}* ({place}): {request['summary']}"),
+        _text(f"*{esc(briefing['alert_name'])}* on *{esc(briefing['service'])}* ({esc(place)}): {summary}"),
         _facts(approval),
         _text(f"*Why (every trigger):*\n{triggers or 'none'}"),
-        _text(f"*Plan:*\n```{request['plan']}```"),
+        _text(f"*Plan:*\n```{esc(request['plan'])}```"),
     ]
     if change:
         blocks.append(_text(f"*Change record:* {change}"))
     if briefing.get("analysis"):
-        blocks.append(_text(f"*Analysis:*\n{briefing['analysis']}"))
+        blocks.append(_text(f"*Analysis:*\n{esc(briefing['analysis'])}"))
     if console_url:
         blocks.append(_text(f"<{console_url}/console/approvals/{approval['id']}|Open in the console>"))
     blocks.append(
@@ -201,15 +207,15 @@ def event_blocks(
         "execution_failed": f"Execution FAILED: {what}",
         "verification_failed": f"Verification FAILED: {what}",
     }.get(kind, f"{kind}: {what}")
-    triggers = "\n".join(f"• `{t['id']}`: {t['message']}" for t in details.get("triggers", []))
+    triggers = "\n".join(f"• `{t['id']}`: {esc(t['message'])}" for t in details.get("triggers", []))
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-        _text(summary),
+        _text(esc(summary)),
     ]
     if triggers:
         blocks.append(_text(f"*Triggers:*\n{triggers}"))
     if details.get("detail"):
-        blocks.append(_text(f"*Detail:* {details['detail']}"))
+        blocks.append(_text(f"*Detail:* {esc(details['detail'])}"))
     if kind == "executed_abort_window":
         blocks.append(
             {
