@@ -134,21 +134,17 @@ class Store:
         return cast("T", op.result)
 
     def _commit(self, batch: list[_Op[Any]]) -> None:
+        """Run the batch in one transaction. Almost every batch succeeds whole, so it runs
+        first without savepoints; when an operation raises, the transaction is rolled back
+        and the batch runs again with each operation in a savepoint of its own, so only the
+        failing one fails."""
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                db.execute("SAVEPOINT op")
-                try:
-                    op.result = op.run(db)
-                except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
-                    db.execute("ROLLBACK TO op")
-                    op.error = (
-                        StoreUnavailable(f"store {self.path}: {exc}")
-                        if isinstance(exc, sqlite3.Error)
-                        else exc
-                    )
-                db.execute("RELEASE op")
+            if not self._all_succeed(db, batch):
+                db.execute("ROLLBACK")
+                db.execute("BEGIN IMMEDIATE")
+                self._each_isolated(db, batch)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -159,6 +155,28 @@ class Store:
         finally:
             for op in batch:
                 op.done = True
+
+    @staticmethod
+    def _all_succeed(db: sqlite3.Connection, batch: list[_Op[Any]]) -> bool:
+        for op in batch:
+            try:
+                op.result = op.run(db)
+            except Exception:  # noqa: BLE001 - the batch runs again, isolated, and the op's error is kept then
+                return False
+        return True
+
+    def _each_isolated(self, db: sqlite3.Connection, batch: list[_Op[Any]]) -> None:
+        for op in batch:
+            op.result = None
+            db.execute("SAVEPOINT op")
+            try:
+                op.result = op.run(db)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, not swallowed
+                db.execute("ROLLBACK TO op")
+                op.error = (
+                    StoreUnavailable(f"store {self.path}: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                )
+            db.execute("RELEASE op")
 
     def transact(self, run: Callable[[sqlite3.Connection], T], timeout: float = -1) -> T:
         """``run(connection)`` in a committed transaction (group-committed with other callers);
