@@ -3,6 +3,7 @@ who may approve, and the JSON API."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from pyagent.cli import main
 from pyagent.executors import ProposedAction
 from pyagent.notifiers.pagerduty import dedup_key
 from pyagent.store import Store
+from tests.fakes import FakeSlack
 from tests.humans import (
     PASSWORDS,
     SLACK_IDS,
@@ -275,3 +277,23 @@ def test_decisions_are_filtered_by_level_service_and_trigger(tmp_path: Path) -> 
         assert ["KubePodOOMKilled"] == ids("service=checkout")
         assert ["KafkaConsumerLagGrowing"] == ids("trigger=novel_pattern")
         assert [] == ids("level=4")
+
+
+def test_a_decision_made_while_slack_is_down_updates_the_request_once_it_is_posted(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes:
+        fakes.slack.down = True
+        with served(humans_settings(state, fakes)) as (url, _):
+            post(url, example("level-4-oom-restart"))
+            approval = pending_approval(url)
+            fakes.slack.wait_for(1, "/api/chat.postMessage")  # refused: Slack is down
+            seen = {"plan_hash": approval["plan_hash"]}
+            api(url, "bob").post(f"{url}/api/approvals/{approval['id']}/reject", json=seen, timeout=10)
+            fakes.slack.down = False
+            [update] = [r.json() for r in fakes.slack.wait_for(1, "/api/chat.update", timeout=60)]
+        posted = [r for r in fakes.slack.received("/api/chat.postMessage") if r.json().get("blocks")]
+    answers = [json.loads(r.body) for r in posted]
+    assert "Approval needed" in answers[-1]["text"]
+    assert "Rejected* by bob via api" in str(update["blocks"])
+    assert FakeSlack.CHANNEL == update["channel"]
+    assert len(fakes.slack.received("/api/chat.postMessage")) >= 2  # the first try failed, a retry landed

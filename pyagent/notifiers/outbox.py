@@ -199,11 +199,13 @@ class Outbox:
             previous: dict[str, Any] | None = None
             if notice.update_of is not None:
                 earlier = db.execute(
-                    "SELECT state, receipt FROM notifications WHERE channel = ? AND kind = ? AND subject = ?",
+                    "SELECT state, receipt, next_at FROM notifications"
+                    " WHERE channel = ? AND kind = ? AND subject = ?",
                     (name, notice.update_of, notice.subject),
                 ).fetchone()
-                if earlier is not None and earlier[0] == "queued":
-                    db.execute("UPDATE notifications SET next_at = ? WHERE id = ?", (now + POSTPONE, row[0]))
+                if earlier is not None and earlier[0] == "queued":  # after the earlier one's next try
+                    later = max(now, earlier[2]) + POSTPONE
+                    db.execute("UPDATE notifications SET next_at = ? WHERE id = ?", (later, row[0]))
                     return None, POSTPONE
                 if earlier is not None and earlier[0] == "sent":
                     previous = json.loads(earlier[1] or "{}")
