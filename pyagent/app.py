@@ -134,7 +134,8 @@ def build_executor(settings: Settings) -> ExecutorRoutes:
         from pyagent.kube import KubeTarget, api_client  # noqa: PLC0415
 
         target = KubeTarget(settings.kubeconfig, settings.kube_context, settings.kube_in_cluster)
-        made["kubernetes"] = KubernetesExecutor(api_client(target), timeout=settings.kube_timeout)
+        api = api_client(target, retries=0)  # no transport retries: an executor call is never resent
+        made["kubernetes"] = KubernetesExecutor(api, timeout=settings.kube_timeout)
     if "docker" in names:
         from pyagent.executors.docker import DockerExecutor  # noqa: PLC0415
 

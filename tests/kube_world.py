@@ -39,7 +39,7 @@ class World:
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace)))
 
     def executor(self) -> KubernetesExecutor:
-        return KubernetesExecutor(api_client(KubeTarget(self.kubeconfig)), timeout=5.0)
+        return KubernetesExecutor(api_client(KubeTarget(self.kubeconfig), retries=0), timeout=5.0)
 
     def deployment(
         self,
