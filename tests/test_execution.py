@@ -3,6 +3,7 @@ outcome loop, level 3's abort window, and one decision causing at most one resta
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,11 +17,15 @@ from pyagent.abort import abort
 from pyagent.dispatch import Case, dispatch, execute_action
 from pyagent.errors import AbortRefused
 from pyagent.ledger import Ledger
-from pyagent.opa import OpaClient
+from pyagent.opa import EmbeddedOpa, OpaClient
 from pyagent.recovery import recover
+from pyagent.settings import Settings
+from pyagent.sources import history_import as history_file
+from pyagent.sources.history_sqlite import HistorySQLite
 from tests.execution_kit import PATTERN, START, Kit, case, kit, policy_input, wait_for
 from tests.kube import KubeCluster
 from tests.kube_world import RolloutController, World
+from tests.serving import EXAMPLES, example, post, records, serve
 
 
 @pytest.fixture
@@ -308,3 +313,36 @@ def test_kill_switch_leaves_a_human_approved_action_alone(
     approved = case(opa, document, hands_kit.history, 2)
     with RolloutController(world).running():
         assert "success" == execute_action(approved, hands_kit.hands)
+
+
+def test_a_served_agent_routes_the_target_to_the_kubernetes_executor(
+    world: World, opa_server: EmbeddedOpa, tmp_path: Path
+) -> None:
+    """Webhook in, level 4, the route for this namespace picks Kubernetes; the rest stays dry-run."""
+    world.deployment("checkout", replicas=5)
+    generation = _generation(world, "checkout")
+    state = tmp_path / "state"
+    state.mkdir()
+    history_file.import_incidents(
+        HistorySQLite(state / "history.db"), history_file.load(EXAMPLES / "history.yaml")
+    )
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        (EXAMPLES / "inventory.yaml").read_text().replace("namespace: shop", f"namespace: {world.namespace}")
+    )
+    settings = Settings(
+        state_dir=state,
+        opa_url=opa_server.url,
+        inventory=inventory,
+        kubeconfig=world.kubeconfig,
+        executor_routes={f"Deployment/{world.namespace}/*": "kubernetes"},
+    )
+    payload = json.loads(json.dumps(example("level-4-oom-restart")).replace('"shop"', f'"{world.namespace}"'))
+    with RolloutController(world).running(), serve(settings) as (url, running):
+        assert 200 == post(url, payload).status_code
+        assert running.agent.drain(60)
+    [outcome] = records(state, "outcome")
+    assert (4, "success") == (outcome["level"], outcome["outcome"])
+    assert generation + 1 == _generation(world, "checkout")
+    [executed] = [r for r in records(state, "action_step") if r["step"] == "execute"]
+    assert executed["plan"].startswith("server-side dry run accepted")
