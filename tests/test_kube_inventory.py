@@ -325,6 +325,32 @@ def test_traffic_and_budget_come_from_the_inventory_file(
     assert (0.3, True) == (facts.replica_fraction, facts.stateless)  # the cluster's, not the file's
 
 
+def test_figures_are_found_for_the_deployment_an_alert_names_by_pod(
+    admin: Admin, kubeconfig: Path, tmp_path: Path
+) -> None:
+    ns = admin.namespace()
+    admin.deployment(ns, "checkout", 10, max_unavailable=3)
+    figures = tmp_path / "inventory.yaml"
+    figures.write_text(
+        yaml.safe_dump(
+            {
+                "services": [
+                    {
+                        "name": "shop",
+                        "namespace": ns,
+                        "error_budget_remaining": 0.7,
+                        "deployments": [{"name": "checkout", "replicas": 1, "stateless": True}],
+                    }
+                ]
+            }
+        )
+    )
+    facts = KubeInventory(KubeTarget(kubeconfig), figures=InventoryFile(figures)).lookup(
+        oom(ns, pod="checkout-7d9f8b6c5-x2k4q")
+    )
+    assert ((), 0.7) == (facts.problems, facts.error_budget_remaining)
+
+
 def test_budget_missing_from_the_file_is_the_worst_case(
     admin: Admin, kubeconfig: Path, tmp_path: Path
 ) -> None:
@@ -336,6 +362,7 @@ def test_budget_missing_from_the_file_is_the_worst_case(
     assert (0.0, 1.0) == (facts.error_budget_remaining, facts.traffic_fraction)
     assert 1 == len(facts.problems)
     assert "no error budget" in facts.problems[0]
+    assert "cannot be read" in facts.problems[0]  # the file's own reason
 
 
 class Traffic:

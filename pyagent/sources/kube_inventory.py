@@ -166,8 +166,11 @@ class KubeInventory:
         return Reading.of(deployment, hpas.items, ns)
 
     def _with_figures(self, alert: Alert, facts: InventoryFacts) -> InventoryFacts:
-        """The cluster's facts with the traffic fraction and error budget the cluster lacks."""
-        listed = self._figures.lookup(alert) if self._figures is not None else None
+        """The cluster's facts with the traffic fraction and error budget the cluster lacks, from
+        the figures' entry for the Deployment found (even when the alert named only its pod)."""
+        target = facts.target
+        named = replace(alert, labels=MappingProxyType({**alert.labels, "deployment": target.name}))
+        listed = self._figures.lookup(named) if self._figures is not None else None
         known = listed is not None and not listed.problems
         problems, details = list(facts.problems), dict(facts.details)
         traffic, budget = 1.0, 0.0
@@ -175,16 +178,15 @@ class KubeInventory:
             traffic, budget = listed.traffic_fraction, listed.error_budget_remaining
             details["figures"] = "inventory file"
         elif self._traffic is not None:
-            measured = self._traffic.fraction(facts.service, facts.target.namespace, facts.target.name)
+            measured = self._traffic.fraction(facts.service, target.namespace, target.name)
             if isinstance(measured, str):
                 details["traffic_problem"] = measured  # informational: no trigger reads it
             else:
                 traffic, details["figures"] = measured, "prometheus"
         if self._budget_from_figures and not known:
-            problems.append(
-                f"no error budget for {facts.target.namespace}/{facts.target.name}: it is not in the "
-                "inventory file and error_budget is not prometheus"
-            )
+            why = listed.problems[0] if listed is not None else "no inventory file"
+            where = f"{target.namespace}/{target.name}"
+            problems.append(f"no error budget for {where} (error_budget is not prometheus): {why}")
         return replace(
             facts,
             traffic_fraction=traffic,
