@@ -77,10 +77,10 @@ lint: ## opa fmt, opa check --strict with the input schema, Regal, promtool, ruf
 	mypy
 
 policy-test: ## opa test, every test passing
-	opa test --fail-on-empty -v $(REGO) | tail -n 3
+	opa test --timeout 60s --fail-on-empty -v $(REGO) | tail -n 3
 
 coverage: ## coverage of rego/ by the policy tests, at least COVERAGE_MIN percent
-	opa test --coverage $(REGO) > $(TOOLS)/coverage.json
+	opa test --timeout 60s --coverage $(REGO) > $(TOOLS)/coverage.json
 	python3 scripts/rego_coverage.py $(TOOLS)/coverage.json --root rego --min $(COVERAGE_MIN)
 
 pytest: ## the Python tests, against a real OPA
