@@ -492,6 +492,23 @@ def test_unloadable_kubeconfig_is_worst_case(tmp_path: Path) -> None:
     assert "kubernetes configuration" in facts.problems[0]
 
 
+def test_kube_context_selects_the_cluster(admin: Admin, kube_cluster: KubeCluster, tmp_path: Path) -> None:
+    """A kubeconfig whose current context is a dead cluster: the configured context is read."""
+    ns = admin.namespace()
+    admin.deployment(ns, "checkout", 10, max_unavailable=3)
+    path = kube_cluster.kubeconfig(tmp_path / "two-contexts", kube_cluster.admin_token)
+    config = yaml.safe_load(path.read_text())
+    dead = {"server": f"https://127.0.0.1:{free_port()}", "certificate-authority": str(kube_cluster.ca_path)}
+    config["clusters"].append({"name": "dead", "cluster": dead})
+    config["contexts"].append({"name": "dead", "context": {"cluster": "dead", "user": "test"}})
+    config["current-context"] = "dead"
+    path.write_text(yaml.safe_dump(config))
+    alert = oom(ns, deployment="checkout")
+    chosen = KubeInventory(KubeTarget(path, context="test"), budget_from_figures=False).lookup(alert)
+    assert ((), 0.3) == (chosen.problems, chosen.replica_fraction)
+    assert 1.0 == source(path).lookup(alert).replica_fraction  # the current context: down
+
+
 # --- least privilege ---------------------------------------------------------------------------
 
 
