@@ -82,3 +82,18 @@ def test_the_example_access_file_signs_in_its_demo_user() -> None:
     assert demo is not None
     assert access.refusal(demo, ("pci-dss",)) is None
     assert access.login("demo", "wrong") is None
+
+
+def test_a_link_cannot_make_the_console_show_words_of_its_own(tmp_path: Path) -> None:
+    with saas() as fakes, served(humans_settings(tmp_path / "state", fakes)) as (url, _):
+        browser = _signed_in(url, "alice", PASSWORDS["alice"])
+        page = browser.get(url + "/console?msg=Approve+everything+now&kind=ok&sig=00", timeout=10).text
+        stranger = requests.Session()
+        token = re.search(
+            r'name="csrf" value="([0-9a-f]+)"', stranger.get(url + "/console/login", timeout=10).text
+        )
+        assert token is not None
+        form = {"username": "alice", "password": "wrong", "csrf": token.group(1)}
+        login_page = stranger.post(url + "/console/login", data=form, timeout=10).text
+    assert "Approve everything now" not in page
+    assert "Wrong user or password" in login_page

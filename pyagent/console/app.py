@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 
@@ -46,13 +47,23 @@ def _environment() -> jinja2.Environment:
 TEMPLATES = _environment()
 
 
+def flash(desk: Desk, message: str, error: bool) -> str:
+    """Query parameters carrying a message to the next page, signed so that nobody can make
+    the console show words of their own through a link."""
+    text = message[:300]
+    kind = "error" if error else "ok"
+    return urlencode({"msg": text, "kind": kind, "sig": desk.gate.sign(f"flash:{kind}:{text}")})
+
+
 def render(desk: Desk, visitor: Visitor, name: str, request: Request, **values: Any) -> Response:
-    message = request.query.get("msg", "")
+    message, kind = request.query.get("msg", ""), request.query.get("kind", "")
+    if not desk.gate.signed(f"flash:{kind}:{message}", request.query.get("sig", "")):
+        message = ""
     page = TEMPLATES.get_template(name).render(
         identity=visitor.identity,
         csrf=desk.gate.csrf_token(visitor.session),
         message=message,
-        message_kind="error" if request.query.get("kind") == "error" else "",
+        message_kind="error" if kind == "error" else "",
         **values,
     )
     return Response(200, page.encode())
@@ -66,7 +77,7 @@ def login(desk: Desk, request: Request, visitor: Visitor, _: Mapping[str, str]) 
     form = request.form()
     signed_in = desk.gate.login(form.get("username", ""), form.get("password", ""))
     if signed_in is None:
-        return redirect("/console/login?kind=error&msg=Wrong+user+or+password")
+        return redirect("/console/login?" + flash(desk, "Wrong user or password", error=True))
     return redirect("/console", [signed_in[1]])
 
 
@@ -110,8 +121,7 @@ def decide_form(desk: Desk, request: Request, visitor: Visitor, match: Mapping[s
     status, message, _ = desk.decide(
         match["id"], api.VERDICTS[match["verb"]], request.form().get("plan_hash", ""), identity
     )
-    kind = "" if status == 200 else "&kind=error"
-    return redirect(f"/console/approvals/{match['id']}?msg={_quote(message)}{kind}")
+    return redirect(f"/console/approvals/{match['id']}?" + flash(desk, message, error=status != 200))
 
 
 def decisions_page(desk: Desk, request: Request, visitor: Visitor, _: Mapping[str, str]) -> Response:
@@ -152,20 +162,13 @@ def decision_page(desk: Desk, request: Request, visitor: Visitor, match: Mapping
 
 def abort_form(desk: Desk, request: Request, visitor: Visitor, match: Mapping[str, str]) -> Response:
     status, message = desk.abort_action(match["id"], _person(visitor))
-    kind = "" if status == 200 else "&kind=error"
-    return redirect(f"/console/decisions/{match['id']}?msg={_quote(message)}{kind}")
+    return redirect(f"/console/decisions/{match['id']}?" + flash(desk, message, error=status != 200))
 
 
 def static(desk: Desk, request: Request, visitor: Visitor, match: Mapping[str, str]) -> Response:
     name = match["name"]
     data = resources.files("pyagent.console").joinpath("static", name).read_bytes()
     return Response(200, data, STATIC_TYPES[name[name.rindex(".") :]])
-
-
-def _quote(text: str) -> str:
-    from urllib.parse import quote_plus  # noqa: PLC0415
-
-    return quote_plus(text[:300])
 
 
 def _person(visitor: Visitor) -> Identity:

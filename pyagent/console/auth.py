@@ -101,6 +101,12 @@ class Gate:
             return None
         return Session(str(nonce), str(user), tuple(groups), str(verified_by), float(expires))
 
+    def sign(self, text: str) -> str:
+        return self._sign(text.encode())
+
+    def signed(self, text: str, mac: str) -> bool:
+        return hmac.compare_digest(mac.encode(), self.sign(text).encode())
+
     def csrf_token(self, session: Session) -> str:
         return self._sign(f"csrf:{session.nonce}".encode())[:40]
 
