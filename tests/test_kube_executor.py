@@ -182,6 +182,10 @@ def test_scale_up_under_concurrent_writers_never_applies_a_stale_or_double_chang
 def test_hpa_scale_up_raises_the_floor_by_the_delta_only(world: World) -> None:
     world.deployment("search", replicas=3)
     world.hpa("search", minimum=2, maximum=4)
+    for bump in range(3):  # the HPA's own generation runs ahead of the Deployment's
+        world.autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+            "search", world.namespace, {"spec": {"maxReplicas": 4 + bump % 2}}, _content_type=changes.MERGE
+        )
     executor, action = world.executor(), _action(world, "scale_up", "search", delta=2)
     change = executor.execute(action, DECISION)
     hpa = world.read_hpa("search")["spec"]

@@ -177,7 +177,8 @@ class KubernetesExecutor:
                 answer = self._send(patch, dry_run=False)
             except Conflict:
                 continue  # nothing was applied: read again and rebuild
-            generation = int(answer.get("metadata", {}).get("generation", 0))
+            # the Deployment generation the rollout must reach; an HPA's own does not count
+            generation = int(answer["metadata"].get("generation", 0)) if patch.resource == "deployment" else 0
             return Change(patch.summary, {**patch.undo, "generation": generation})
         raise ExecutorError(
             f"{action.type} on {action.target}: changed under us {CONFLICT_ATTEMPTS} times; not sent"
