@@ -153,8 +153,8 @@ def plan_of(executor: Executor, action: ProposedAction) -> str:
     """The executor's plan, or why it has none (a plan changes nothing, so it never fails the caller)."""
     try:
         return executor.plan(action)
-    except ExecutorError as exc:
-        return f"no plan: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a plan that breaks is reported, never fatal
+        return f"no plan: {exc if isinstance(exc, ExecutorError) else f'{type(exc).__name__}: {exc}'}"
 
 
 def _details(case: Case, **more: Any) -> dict[str, Any]:
@@ -227,11 +227,12 @@ def _run(case: Case, hands: Hands, cancelled: threading.Event) -> str:
     decision, action = case.verdict.decision, case.action
     try:
         change = hands.executor.execute(action, case.decision_id)
-    except ExecutorError as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure, even a bug, ends as error and is told
+        detail = str(exc) if isinstance(exc, ExecutorError) else f"{type(exc).__name__}: {exc}"
         action_id = _record_action(case, hands)
         hands.ledger.move(case.decision_id, "error", from_states=("started",))
-        _step(hands, case, "executed", ok=False, detail=str(exc), retried=False)
-        hands.notifier.notify("execution_failed", case.summary, _details(case, detail=str(exc)))
+        _step(hands, case, "executed", ok=False, detail=detail, retried=False)
+        hands.notifier.notify("execution_failed", case.summary, _details(case, detail=detail))
         _learn(case, hands, action_id, "error", simulated=False)
         return "error"
     action_id = _record_action(case, hands)  # after the change: nothing delays it
@@ -288,7 +289,7 @@ def _remember(hands: Hands, attempt: Attempt, outcome: str, simulated: bool) -> 
 def _verify(executor: Executor, action: ProposedAction, change: Change, deadline: Deadline) -> StepResult:
     try:
         return executor.verify(action, change, deadline)
-    except ExecutorError as exc:
+    except Exception as exc:  # noqa: BLE001 - a verification that breaks has not verified
         return StepResult(ok=False, detail=f"verification could not observe the target: {exc}")
 
 
@@ -297,7 +298,7 @@ def roll_back(hands: Hands, decision_id: str, action: ProposedAction, change: Ch
     audit_step(hands, decision_id, action, "rollback", reason=why, undo=dict(change.undo))
     try:
         result = hands.executor.rollback(action, change)
-    except ExecutorError as exc:
+    except Exception as exc:  # noqa: BLE001 - a rollback that breaks has not rolled back
         result = StepResult(ok=False, detail=f"rollback failed: {exc}")
     audit_step(hands, decision_id, action, "rolled_back", ok=result.ok, detail=result.detail)
     if not result.ok:
