@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from waitress import trigger
 from waitress.server import create_server
 
 from pyagent.alerts import parse_webhook
@@ -47,7 +48,14 @@ def _stop(server: Any, thread: threading.Thread) -> None:
         for channel in list(server._map.values()):  # waitress has no public stop
             channel.close()
 
-    server.trigger.pull_trigger(close_all)
+    try:
+        server.trigger.pull_trigger(close_all)
+    except OSError:
+        # Seen rarely on a loaded machine: the loop's trigger pipe was already closed (the
+        # loop closes it when its read end reports EOF or EBADF). Give the loop a new
+        # trigger; it polls it within asyncore_loop_timeout (1 s) and runs close_all.
+        server.trigger = trigger.trigger(server._map)
+        server.trigger.pull_trigger(close_all)
     thread.join(timeout=10)
     server.task_dispatcher.shutdown()
 
