@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,7 +121,8 @@ def test_similar_past_incident_is_the_nearest_and_makes_it_known(history: Histor
     )
     close = remember(history, {**LAG, "pod": "billing-0"}, timedelta(days=3))
     facts = HistoryNovelty(history).assess(alert({**LAG, "pod": "billing-7"}), NOW)
-    assert (1.0, False, 2) == (facts.score, facts.novel, facts.compared)
+    # the identical one scores 1 first; the other, at most its label score, cannot beat it
+    assert (1.0, False, 1) == (facts.score, facts.novel, facts.compared)
     assert facts.nearest is not None
     assert close == facts.nearest.id
     nearest = facts.record()["nearest"]
@@ -269,3 +271,61 @@ def test_agent_records_the_alert_labels_and_audits_the_novelty(
     assert (0.0, True, None) == (before["score"], before["novel"], before["nearest"])
     assert after["nearest"]["id"] == incident.id
     assert after["novel"] is False
+
+
+def test_the_index_finds_what_comparing_with_every_incident_finds(history: HistorySQLite) -> None:
+    """Scoring only the incidents that share a label or a word gives the brute-force answer."""
+    rng = random.Random(7)  # noqa: S311 - reproducible test data, not a secret
+    names = ["KubePodOOMKilled", "KafkaConsumerLagGrowing", "HighLatency"]
+    values = {"namespace": ["shop", "orders", "payments"], "service": ["api", "ledger", "web", "db"]}
+    words = ["memory", "limit", "lag", "growing", "latency", "checkout", "disk", "pressure"]
+
+    def labels() -> dict[str, str]:
+        chosen = {"alertname": rng.choice(names)}
+        chosen.update({k: rng.choice(v) for k, v in values.items() if rng.random() < 0.6})
+        return chosen
+
+    def text() -> str:
+        # a pod name in the text makes nearly every incident a feature set of its own
+        return " ".join([*rng.sample(words, rng.randint(0, 3)), f"pod{rng.randint(0, 10**6)}"])
+
+    started = {}
+    for n in range(300):
+        ago = timedelta(seconds=rng.randint(-3600, 30 * 86400) * 1000 + n)  # distinct start times
+        if n % 30:
+            incident = remember(history, labels(), ago, text())
+        else:  # only labels that are left out: compared by words alone, or alike to the same
+            incident = history.record_incident(
+                f"lonely-{n}", "novel:Lonely", "Lonely", NOW - ago, labels={"pod": f"p{n}"}, annotations={}
+            )
+        started[incident] = NOW - ago
+    novelty = HistoryNovelty(history)
+    incidents = {i.id: i for i in history.incidents_since(0)}
+    for n in range(80):
+        chosen = labels() if n % 10 else {"pod": "x"}  # no label that counts
+        if n % 5 == 1:  # an alert never seen: its words may find a nearer neighbour than its labels
+            chosen = {"alertname": "Unseen", "namespace": rng.choice(values["namespace"])}
+        probe = alert(chosen, text() if n % 7 else "")
+        facts = novelty.assess(probe, NOW)
+        past = [(similarity(probe, incidents[i]), when, i) for i, when in started.items() if when < NOW]
+        best, _, nearest = max(past)
+        assert best == facts.score
+        assert (nearest if best > 0 else None) == (facts.nearest.id if facts.nearest else None)
+
+
+def test_an_incident_alike_only_in_words_can_be_the_nearest(history: HistorySQLite) -> None:
+    """Sharing no label at all, an incident with the same words (0.3) beats one that shares a
+    namespace and one word (0.7 * 1/11 + 0.3 * 1/3, about 0.16)."""
+    some_label = remember(
+        history,
+        {"alertname": "DiskFilling", "namespace": "shop", "service": "db", "severity": "warning"},
+        timedelta(days=2),
+        "disk memory",
+    )
+    same_words = remember(history, {"alertname": "NodePressure"}, timedelta(days=3), "disk pressure")
+    facts = HistoryNovelty(history).assess(
+        alert({"alertname": "Unseen", "namespace": "shop"}, "disk pressure"), NOW
+    )
+    assert facts.nearest is not None
+    assert (0.3, same_words) == (facts.score, facts.nearest.id)
+    assert some_label != same_words

@@ -7,8 +7,9 @@ pattern counts as *known* when the nearest one is at least as similar as the thr
 false: ``novel_pattern``, level 1) unless the catalog matched.
 
 Incidents are read once and then incrementally (rows added since the last read, by any
-agent sharing the database) into an index that groups incidents with the same features,
-so each alert costs one comparison per distinct feature set, not per incident.
+agent sharing the database) into an index that groups incidents with the same features
+and lists, per label pair and word, the groups that have it; an alert is scored only
+against groups that could be the nearest (see :class:`HistoryNovelty`).
 
 **Method ``similarity-v1``** (deterministic, no model):
 
@@ -30,6 +31,7 @@ A history that cannot be read gives the worst case: score 0, novel, with the rea
 from __future__ import annotations
 
 import bisect
+import heapq
 import re
 import threading
 from collections.abc import Mapping
@@ -74,7 +76,7 @@ class NoveltyFacts:
     score: float
     threshold: float
     nearest: IncidentRecord | None
-    compared: int  # distinct feature sets of past incidents compared
+    compared: int  # distinct feature sets of past incidents scored (the rest could not be nearer)
     problems: tuple[str, ...] = ()
 
     @property
@@ -177,10 +179,13 @@ def score(alert: Features, incident: Features) -> float:
     A pair weighs the same on both sides, so the union's weight is the two totals less
     the shared weight (and likewise for word counts): no set is built per comparison."""
     shared = sum(weight for pair, weight in alert.pairs.items() if pair in incident.pairs)
-    union = alert.weight + incident.weight - shared
-    value = 1.0 if union == 0 else shared / union
+    return _combined(alert, incident, shared, len(alert.words & incident.words))
+
+
+def _combined(alert: Features, incident: Features, shared: float, common: int) -> float:
+    """The score from the weight of the label pairs and the number of words both share."""
+    value = _label_score(alert, incident, shared)
     if alert.words and incident.words:
-        common = len(alert.words & incident.words)
         words = common / (len(alert.words) + len(incident.words) - common)
         value = LABEL_SHARE * value + TEXT_SHARE * words
     return round(value, 6)
@@ -205,13 +210,53 @@ class _Group:
         return self.incidents[index - 1] if index else None
 
 
+_SLACK = 1e-6  # scores are rounded to 6 places: a bound this close to the best is not below it
+
+
+def _label_score(alert: Features, incident: Features, shared: float) -> float:
+    union = alert.weight + incident.weight - shared
+    return 1.0 if union == 0 else shared / union
+
+
+@dataclass
+class _Nearest:
+    """The best-scoring incident so far (the latest one on a tie), and how many were scored."""
+
+    best: float = 0.0
+    found: IncidentRecord | None = None
+    compared: int = 0
+
+    def consider(self, group: _Group, mine: Features, shared: float, at: str) -> None:
+        incident = group.latest_before(at)
+        if incident is None:
+            return
+        self.compared += 1
+        value = _combined(mine, group.features, shared, len(mine.words & group.features.words))
+        found = self.found
+        later = found is not None and value == self.best and incident.started_at > found.started_at
+        if found is None or value > self.best or later:
+            self.best, self.found = value, incident
+
+
 class HistoryNovelty:
-    """:class:`NoveltySource` comparing an alert with the incidents of a history."""
+    """:class:`NoveltySource` comparing an alert with the incidents of a history.
+
+    Incidents are grouped by their features, and each label pair and word points to the
+    groups that have it (an inverted index). An alert is scored only against the groups
+    that share at least one pair or word with it, from weights summed along those lists:
+    every other group scores 0 and cannot be the nearest. So an alert costs the length of
+    its pairs' and words' lists, not one comparison per group, which matters when
+    incidents differ by a pod name in their text and nearly every one is its own group.
+    """
 
     def __init__(self, history: IncidentHistory, threshold: float = DEFAULT_THRESHOLD) -> None:
         self.history = history
         self.threshold = threshold
-        self._groups: dict[object, _Group] = {}
+        self._groups: dict[object, int] = {}  # features' key -> index in _group_list
+        self._group_list: list[_Group] = []
+        self._by_pair: dict[tuple[str, str], list[int]] = {}
+        self._by_word: dict[str, list[int]] = {}
+        self._unlabelled: list[int] = []  # groups whose every label is left out: weight 0
         self._last_id = 0
         self._lock = threading.Lock()
 
@@ -224,28 +269,63 @@ class HistoryNovelty:
                 return NoveltyFacts.worst_case(str(exc), self.threshold)
             return self._nearest(mine, at)
 
+    def _label_overlaps(self, mine: Features) -> dict[int, float]:
+        """For each group sharing a label pair with ``mine``: the shared pairs' weight."""
+        shared: dict[int, float] = {}
+        for pair, weight in mine.pairs.items():
+            for index in self._by_pair.get(pair, ()):
+                shared[index] = shared.get(index, 0) + weight
+        if not mine.pairs:  # two empty label sets are alike (label score 1)
+            for index in self._unlabelled:
+                shared.setdefault(index, 0)
+        return shared
+
     def _nearest(self, mine: Features, at: str) -> NoveltyFacts:
-        best, found, compared = 0.0, None, 0
-        for group in self._groups.values():
-            incident = group.latest_before(at)
-            if incident is None:
-                continue
-            compared += 1
-            value = score(mine, group.features)
-            later = found is not None and value == best and incident.started_at > found.started_at
-            if found is None or value > best or later:
-                best, found = value, incident
+        """The best score, visiting groups by their label score, highest first, and stopping
+        where even identical text could not reach the best so far; groups that share no
+        label (text alone, at most ``TEXT_SHARE``) are visited only when that could matter."""
+        nearest = _Nearest()
+        shared = self._label_overlaps(mine)
+        # a heap, not a sort: usually only the first few are visited
+        ranked = [(-_label_score(mine, self._group_list[i].features, w), i) for i, w in shared.items()]
+        heapq.heapify(ranked)
+        while ranked:
+            negative, index = heapq.heappop(ranked)
+            if (LABEL_SHARE * -negative + TEXT_SHARE if mine.words else -negative) + _SLACK < nearest.best:
+                break
+            nearest.consider(self._group_list[index], mine, shared[index], at)
+        if mine.words and nearest.best <= TEXT_SHARE + _SLACK:
+            by_text = {i for word in mine.words for i in self._by_word.get(word, ()) if i not in shared}
+            for index in sorted(by_text):
+                nearest.consider(self._group_list[index], mine, 0, at)
+        found = nearest.found if nearest.best > 0 else None
         # an incident that shares nothing with the alert is not "nearest" in any useful sense
-        nearest = found if best > 0 else None
-        return NoveltyFacts(score=best, threshold=self.threshold, nearest=nearest, compared=compared)
+        return NoveltyFacts(
+            score=nearest.best, threshold=self.threshold, nearest=found, compared=nearest.compared
+        )
 
     def _refresh(self) -> None:
         """Add the incidents recorded since the last call to the index. Raises :class:`HistoryError`."""
         for incident in self.history.incidents_since(self._last_id):
             features = Features.of_incident(incident)
-            group = self._groups.setdefault(features.key(), _Group(features, []))
+            index = self._groups.get(features.key())
+            if index is None:
+                index = self._add_group(features)
+            group = self._group_list[index]
             bisect.insort(group.incidents, incident, key=lambda i: (i.started_at, i.id))
             self._last_id = max(self._last_id, incident.id)
+
+    def _add_group(self, features: Features) -> int:
+        index = len(self._group_list)
+        self._group_list.append(_Group(features, []))
+        self._groups[features.key()] = index
+        for pair in features.pairs:
+            self._by_pair.setdefault(pair, []).append(index)
+        for word in features.words:
+            self._by_word.setdefault(word, []).append(index)
+        if not features.pairs:
+            self._unlabelled.append(index)
+        return index
 
 
 def _rfc3339(moment: datetime) -> str:
