@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     decision_id TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (state) WHERE state = 'pending';
+-- each decision first asks whether the alert's resolved notification is already recorded
+CREATE INDEX IF NOT EXISTS alerts_by_identity ON alerts (fingerprint, starts_at, status);
 CREATE TABLE IF NOT EXISTS incidents (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, alert_name TEXT NOT NULL,
