@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     annotations TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS incidents_by_pattern ON incidents (pattern_id, started_at);
+CREATE INDEX IF NOT EXISTS incidents_by_fingerprint ON incidents (fingerprint, started_at);
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY,
     incident_id INTEGER NOT NULL REFERENCES incidents (id),
@@ -66,6 +67,7 @@ CREATE TABLE IF NOT EXISTS actions (
     executed_at TEXT
 );
 CREATE INDEX IF NOT EXISTS actions_by_execution ON actions (executed_at);
+CREATE INDEX IF NOT EXISTS actions_by_incident ON actions (incident_id, action_type);
 CREATE TABLE IF NOT EXISTS outcomes (
     action_id INTEGER NOT NULL REFERENCES actions (id),
     outcome TEXT NOT NULL CHECK (outcome IN
@@ -73,6 +75,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
     recorded_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outcomes_by_time ON outcomes (recorded_at);
+CREATE INDEX IF NOT EXISTS outcomes_by_action ON outcomes (action_id);
 """
 
 # columns added after the first release: a database created before them gets them on open
