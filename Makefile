@@ -96,7 +96,7 @@ docs-check: ## fail when the README's trigger table is stale
 
 bench: setup kube-apiserver ## the benchmarks: the policy alone, the agent end to end under load, the human loop's timing, a level-4 restart on a real API server
 	python3 bench/policy_bench.py
-	python bench/e2e_bench.py
+	python -m bench.e2e_bench
 	python -m bench.approval_bench
 	python -m bench.executor_bench
 

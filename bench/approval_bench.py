@@ -36,6 +36,7 @@ from typing import Any
 import requests
 import yaml
 
+from bench.stats import percentile
 from pyagent.opa import free_port
 from tests.fakes import FakePagerDuty, FakeSlack
 from tests.humans import policy_with_timeout
@@ -46,11 +47,6 @@ TEMPLATE = ROOT / "examples" / "alerts" / "regulated-pci.json"
 
 def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def _delivery(template: dict[str, Any], serial: int) -> dict[str, Any]:
@@ -104,7 +100,7 @@ def _serve(
 def _summary(name: str, values: list[float]) -> str:
     ms = [v * 1000 for v in values]
     return (
-        f"{name}: n={len(ms)} p50={statistics.median(ms):.1f} ms p90={_percentile(ms, 0.9):.1f} ms "
+        f"{name}: n={len(ms)} p50={statistics.median(ms):.1f} ms p90={percentile(ms, 0.9):.1f} ms "
         f"max={max(ms):.1f} ms"
     )
 

@@ -1,6 +1,6 @@
 """The agent end to end under load: webhook in, decision recorded in the audit log.
 
-    python3 bench/e2e_bench.py [--rates 50,100,200,300,400] [--seconds 10]
+    python -m bench.e2e_bench [--rates 50,100,200,300,400] [--seconds 10]
 
 Starts one ``opa run --server`` on the project's policy and ``pyagent serve`` (a separate
 process) asking it. Then, in the same run:
@@ -40,6 +40,7 @@ from typing import Any
 
 import requests
 
+from bench.stats import percentile
 from pyagent.alerts import parse_webhook
 from pyagent.app import build_sources
 from pyagent.context import gather
@@ -72,11 +73,6 @@ def _cpu_seconds(pid: int) -> float:
 
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return {name: _cpu_seconds(pid) for name, pid in pids.items()}
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def _delivery(template: dict[str, Any], serial: int) -> dict[str, Any]:
@@ -260,7 +256,7 @@ def run(rates: list[float], seconds: float, baseline_count: int) -> int:
                         sent=len(scheduled) + failures,
                         lost=lost,
                         p50_ms=statistics.median(latencies),
-                        p99_ms=_percentile(latencies, 0.99),
+                        p99_ms=percentile(latencies, 0.99),
                         sustained=len(latencies) / span,
                         cpu_ms={k: (cpu_after[k] - cpu_before[k]) * 1000 / len(scheduled) for k in pids},
                     )
@@ -274,7 +270,7 @@ def run(rates: list[float], seconds: float, baseline_count: int) -> int:
 def report(bare: list[float], steps: list[Step]) -> int:
     bare_p50 = statistics.median(bare)
     print(f"baseline: bare requests POST to the same OPA, {len(bare)} requests")
-    print(f"  p50 {bare_p50:.2f} ms   p99 {_percentile(bare, 0.99):.2f} ms")
+    print(f"  p50 {bare_p50:.2f} ms   p99 {percentile(bare, 0.99):.2f} ms")
     print()
     print("agent: webhook POST -> decision fsynced to the audit log, one alert per delivery")
     print(

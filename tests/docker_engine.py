@@ -25,6 +25,8 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException
 
+from tests.processes import stop
+
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "sleep", "true", "false")
 IMAGE_REPOSITORY, IMAGE_TAG = "pyagent-busybox", "test"
@@ -91,7 +93,7 @@ def docker_engine(workdir: Path) -> Iterator[DockerEngine]:
         yield DockerEngine(url, IMAGE)
     finally:
         _remove_containers(f"unix://{socket_path}")
-        _stop(process)
+        stop(process, STOP_TIMEOUT)
         shutil.rmtree(short, ignore_errors=True)
 
 
@@ -125,16 +127,6 @@ def _remove_containers(url: str) -> None:
         for container in engine.containers.list(all=True):
             container.remove(force=True)
         engine.close()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _tail(workdir: Path) -> str:

@@ -24,6 +24,7 @@ import requests
 import yaml
 
 from pyagent.opa import free_port
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE_APISERVER = ROOT / ".tools" / "bin" / "kube-apiserver"
@@ -143,7 +144,7 @@ def _start(
         ],
         workdir / "etcd.log",
     )
-    processes.callback(_stop, etcd_process)
+    processes.callback(stop, etcd_process, STOP_TIMEOUT)
     running = {"etcd": etcd_process}
     _wait(lambda: _get(f"{client_url}/health"), "etcd /health", running, workdir, deadline)
 
@@ -169,7 +170,7 @@ def _start(
         ],
         workdir / "kube-apiserver.log",
     )
-    processes.callback(_stop, apiserver)  # stopped before etcd: callbacks run last in, first out
+    processes.callback(stop, apiserver, STOP_TIMEOUT)  # stopped before etcd: callbacks run last in, first out
     running["kube-apiserver"] = apiserver
 
     def ready() -> bool:
@@ -190,16 +191,6 @@ def _generate_rsa_key(path: Path) -> None:
 def _spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _get(url: str, ca_path: Path | None = None, token: str | None = None) -> bool:
