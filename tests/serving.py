@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from waitress import trigger
+from waitress import trigger, wasyncore
 from waitress.server import create_server
 
 from pyagent.alerts import parse_webhook
@@ -43,17 +44,25 @@ def serve(settings: Settings) -> Iterator[tuple[str, Running]]:
 def _stop(server: Any, thread: threading.Thread) -> None:
     """Close every socket from the server's own loop thread, so the loop ends instead of
     polling descriptors closed under it; then stop its task threads."""
+    stale: list[Any] = []
 
     def close_all() -> None:
+        for old in stale:  # closed itself already, except perhaps its own read descriptor
+            with contextlib.suppress(OSError):
+                wasyncore.dispatcher.close(old)
         for channel in list(server._map.values()):  # waitress has no public stop
-            channel.close()
+            try:
+                channel.close()
+            except OSError:  # one of its descriptors was closed under it: close what is left
+                wasyncore.dispatcher.close(channel)
 
     try:
         server.trigger.pull_trigger(close_all)
     except OSError:
-        # Seen rarely on a loaded machine: the loop's trigger pipe was already closed (the
-        # loop closes it when its read end reports EOF or EBADF). Give the loop a new
-        # trigger; it polls it within asyncore_loop_timeout (1 s) and runs close_all.
+        # Seen rarely on a loaded machine: the loop's trigger pipe was closed before the test
+        # ended (what closed it was not found). Give the loop a new trigger; it polls it within
+        # asyncore_loop_timeout (1 s) and runs close_all, which also closes the old one.
+        stale.append(server.trigger)
         server.trigger = trigger.trigger(server._map)
         server.trigger.pull_trigger(close_all)
     thread.join(timeout=10)
