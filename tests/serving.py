@@ -47,13 +47,10 @@ def _stop(server: Any, thread: threading.Thread) -> None:
     stale: list[Any] = []
 
     def close_all() -> None:
-        for old in stale:  # closed itself already, except perhaps its own read descriptor
-            with contextlib.suppress(OSError):
-                wasyncore.dispatcher.close(old)
-        for channel in list(server._map.values()):  # waitress has no public stop
-            try:
+        for channel in [*stale, server.trigger, *server._map.values()]:  # waitress has no public stop
+            with contextlib.suppress(OSError):  # a descriptor was closed under it
                 channel.close()
-            except OSError:  # one of its descriptors was closed under it: close what is left
+            with contextlib.suppress(OSError):  # its own descriptor, had close() stopped short
                 wasyncore.dispatcher.close(channel)
 
     try:
