@@ -257,6 +257,7 @@ def _channels(settings: Settings, store: Store, audit: AuditLog, stack: ExitStac
         audit,
         give_up_after=settings.notification_give_up_seconds,
         unaudited=frozenset({LOG}),  # the terminal's copy; every other channel's delivery is audited
+        immediate=frozenset({LOG}),
     )
     return Messages(frozenset(channels), settings.console_url), outbox
 

@@ -275,7 +275,7 @@ class ChangeDesk:
             ).fetchone()
             return found
 
-        row = self.store.transact(read)
+        row = self.store.read(read)
         if row is None:
             return None
         return ChangeRecord(row[0], decision_id, json.loads(row[1]), row[2], row[3], row[4])

@@ -114,6 +114,8 @@ class Store:
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         self._closed = False
+        self._readers = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
 
     def _run(self, run: Callable[[sqlite3.Connection], T], timeout: float = -1) -> T:
         """``run(connection)`` in a committed transaction; its result, or what it raised."""
@@ -180,6 +182,24 @@ class Store:
                 )
             db.execute("RELEASE op")
 
+    def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """``run(connection)`` on this thread's read-only connection: what is committed, without
+        waiting for the writers' commit lock. WAL lets readers and the writer run at once, so
+        a question that changes nothing never queues behind other callers' fsyncs."""
+        reader: sqlite3.Connection | None = getattr(self._readers, "db", None)
+        try:
+            if reader is None:
+                if self._closed:
+                    raise StoreUnavailable(f"store {self.path}: closed")
+                reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5)
+                reader.execute("PRAGMA query_only = ON")
+                self._readers.db = reader
+                with self._queue_lock:
+                    self._all_readers.append(reader)
+            return run(reader)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"store {self.path}: {exc}") from exc
+
     def transact(self, run: Callable[[sqlite3.Connection], T], timeout: float = -1) -> T:
         """``run(connection)`` in a committed transaction (group-committed with other callers);
         its result, or what it raised. For the modules that keep their own tables here."""
@@ -235,17 +255,19 @@ class Store:
         be processed out of order); True when it was closed, so nothing must be decided."""
         alert = stored.alert
 
-        def close(db: sqlite3.Connection) -> bool:
-            resolved = db.execute(
-                "SELECT 1 FROM alerts WHERE fingerprint = ? AND starts_at = ? AND status = 'resolved'",
-                (alert.fingerprint, alert.starts_at),
-            ).fetchone()
-            if resolved is None:
-                return False
-            db.execute("UPDATE alerts SET state = 'closed' WHERE id = ?", (stored.id,))
-            return True
+        def resolved(db: sqlite3.Connection) -> bool:
+            return (
+                db.execute(
+                    "SELECT 1 FROM alerts WHERE fingerprint = ? AND starts_at = ? AND status = 'resolved'",
+                    (alert.fingerprint, alert.starts_at),
+                ).fetchone()
+                is not None
+            )
 
-        return self._run(close)
+        if not self.read(resolved):  # almost always: no write, no commit to wait for
+            return False
+        self._run(lambda db: db.execute("UPDATE alerts SET state = 'closed' WHERE id = ?", (stored.id,)))
+        return True
 
     def record_decision(
         self, stored: StoredAlert, decision: dict[str, Any], input_hash: str
@@ -310,3 +332,7 @@ class Store:
             if not self._closed:
                 self._closed = True
                 self._db.close()
+                with self._queue_lock:
+                    readers, self._all_readers = self._all_readers, []
+                for reader in readers:
+                    reader.close()

@@ -133,6 +133,10 @@ class Outbox:
     audit: Auditor
     on_failure: Callable[[Failure], None] = lambda _failure: None
     unaudited: frozenset[str] = frozenset()  # channels whose deliveries are not worth an audit record
+    # channels that only write locally (the log): post() delivers to them on the caller's
+    # thread, since there is nothing to retry; a queued write per notice would only add
+    # three transactions to every alert. Notices queued with a state change still go queued.
+    immediate: frozenset[str] = frozenset()
     give_up_after: float = 3600.0
     clock: Callable[[], float] = time.time
     _wake: threading.Condition = field(default_factory=threading.Condition)
@@ -143,10 +147,23 @@ class Outbox:
         create_table(self.store)
 
     def post(self, *notices: Notice) -> None:
-        """Queue notices in a transaction of their own and wake the couriers."""
+        """Queue notices in a transaction of their own and wake the couriers; deliver those for
+        an immediate channel here instead."""
         now = self.clock()
-        self.store.transact(lambda db: [enqueue(db, n, now) for n in notices if n.channel in self.channels])
-        self.wake()
+        configured = [n for n in notices if n.channel in self.channels]
+        for notice in configured:
+            if notice.channel in self.immediate:
+                self._deliver_now(notice)
+        queued = [n for n in configured if n.channel not in self.immediate]
+        if queued:
+            self.store.transact(lambda db: [enqueue(db, n, now) for n in queued])
+            self.wake()
+
+    def _deliver_now(self, notice: Notice) -> None:
+        try:
+            self.channels[notice.channel].deliver(Delivery(0, notice, 0))
+        except Exception:  # a local write that failed is logged; the other channels still go
+            log.exception("outbox %s: %s failed", notice.channel, notice.kind)
 
     def wake(self) -> None:
         with self._wake:

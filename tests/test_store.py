@@ -1,0 +1,129 @@
+"""The store: group commit, where one caller's failure is only its own; reads beside it; and
+the notification outbox built on it."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyagent.audit import AuditLog
+from pyagent.errors import StoreUnavailable
+from pyagent.notifiers.outbox import Delivery, Notice, Outbox
+from pyagent.store import Store
+
+
+def _insert(value: str) -> Callable[[sqlite3.Connection], str]:
+    def run(db: sqlite3.Connection) -> str:
+        db.execute("INSERT INTO probe (value) VALUES (?)", (value,))
+        return value
+
+    return run
+
+
+def _fail(db: sqlite3.Connection) -> None:
+    db.execute("INSERT INTO probe (value) VALUES ('half-done')")
+    raise ValueError("refused")
+
+
+def test_a_failing_operation_in_a_shared_commit_fails_alone(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    store.transact(lambda db: db.execute("CREATE TABLE probe (value TEXT NOT NULL)"))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(db: sqlite3.Connection) -> str:
+        holding.set()
+        release.wait(10)
+        db.execute("INSERT INTO probe (value) VALUES ('first')")
+        return "first"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(store.transact, hold)
+        holding.wait(10)
+        # these queue up behind the held commit and are committed together after it
+        results: list[Future[str]] = [pool.submit(store.transact, _insert(f"ok-{n}")) for n in range(3)]
+        failing = pool.submit(store.transact, _fail)
+        results += [pool.submit(store.transact, _insert(f"ok-{n}")) for n in range(3, 6)]
+        time.sleep(0.2)
+        release.set()
+        assert "first" == first.result(10)
+        assert [f"ok-{n}" for n in range(6)] == [r.result(10) for r in results]
+        with pytest.raises(ValueError, match="refused"):
+            failing.result(10)
+    stored = store.transact(lambda db: sorted(v for (v,) in db.execute("SELECT value FROM probe")))
+    store.close()
+    assert sorted(["first", *(f"ok-{n}" for n in range(6))]) == stored
+
+
+def test_a_batch_that_succeeds_commits_every_operation(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    store.transact(lambda db: db.execute("CREATE TABLE probe (value TEXT NOT NULL)"))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        done: list[str] = list(pool.map(lambda n: store.transact(_insert(str(n))), range(50)))
+    count = store.transact(lambda db: db.execute("SELECT count(*) FROM probe").fetchone()[0])
+    store.close()
+    assert [str(n) for n in range(50)] == done
+    assert 50 == count
+
+
+def test_a_read_does_not_wait_for_a_commit_in_progress(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    store.transact(lambda db: db.execute("CREATE TABLE probe (value TEXT NOT NULL)"))
+    store.transact(_insert("committed"))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO probe (value) VALUES ('uncommitted')")
+        holding.set()
+        release.wait(30)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        writer = pool.submit(store.transact, hold)
+        holding.wait(10)
+        reader = pool.submit(store.read, lambda db: [v for (v,) in db.execute("SELECT value FROM probe")])
+        try:
+            seen = reader.result(10)  # the writer still holds its transaction open
+        finally:
+            release.set()
+        writer.result(10)
+    after = store.read(lambda db: sorted(v for (v,) in db.execute("SELECT value FROM probe")))
+    store.close()
+    assert ["committed"] == seen
+    assert ["committed", "uncommitted"] == after
+
+
+def test_a_read_only_connection_refuses_writes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    store.transact(lambda db: db.execute("CREATE TABLE probe (value TEXT NOT NULL)"))
+    with pytest.raises(StoreUnavailable):
+        store.read(lambda db: db.execute("INSERT INTO probe (value) VALUES ('x')"))
+    store.close()
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.delivered: list[str] = []
+
+    def deliver(self, delivery: Delivery) -> dict[str, Any]:
+        self.delivered.append(delivery.notice.kind)
+        return {}
+
+
+def test_an_immediate_channel_is_delivered_at_post_and_never_queued(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db")
+    log, remote = _Recorder(), _Recorder()
+    audit = AuditLog(tmp_path / "audit.jsonl", "test")
+    outbox = Outbox(store, {"log": log, "remote": remote}, audit, immediate=frozenset({"log"}))
+    outbox.post(Notice("log", "context", "d-1", {}), Notice("remote", "context", "d-1", {}))
+    assert ["context"] == log.delivered  # before any courier runs
+    queued = store.read(lambda db: [c for (c,) in db.execute("SELECT channel FROM notifications")])
+    audit.close()
+    store.close()
+    assert ["remote"] == queued
+    assert [] == remote.delivered
