@@ -128,6 +128,8 @@ def test_forged_stale_or_altered_requests_get_401_and_change_nothing(agent: Serv
 def test_valid_click_on_an_unknown_approval_is_refused_without_side_effects(agent: Served) -> None:
     url, running, fakes, state = agent
     approval = _level_2(url)
+    # the request's delivery to Slack is audited by the courier: wait for it before comparing
+    assert wait_until(lambda: audit_records(state, "notification"))
     before = (state / "audit.jsonl").read_text()
     body = click_body(
         "0000-unknown", approval["plan_hash"], SLACK_IDS["alice"], "approve", fakes.slack.response_url()
