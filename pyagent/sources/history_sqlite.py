@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from pyagent.errors import HistoryError
 from pyagent.sources import HistoryFacts
@@ -149,7 +149,8 @@ class HistorySQLite:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection in a transaction, committed on success, rolled back on error.
+        """This thread's connection in a transaction, committed on success, rolled back on error;
+        any database error is raised as :class:`HistoryError`.
 
         A connection that raised is closed and reopened on next use, so a file that went
         away or was replaced is picked up again."""
@@ -157,9 +158,14 @@ class HistorySQLite:
             conn = self._connection()
             with conn:
                 yield conn
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             self._drop()
-            raise
+            raise HistoryError(f"history {self._path}: {exc}") from exc
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """Every row ``sql`` answers. Raises :class:`HistoryError`."""
+        with self._connect() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -168,11 +174,8 @@ class HistorySQLite:
             conn.close()
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        try:
-            with self._connect() as conn:
-                row_id = conn.execute(sql, params).lastrowid
-        except sqlite3.Error as exc:
-            raise HistoryError(f"history {self._path}: {exc}") from exc
+        with self._connect() as conn:
+            row_id = conn.execute(sql, params).lastrowid
         return row_id or 0
 
     def record_incident(  # noqa: PLR0913 - the incident's columns
@@ -203,15 +206,11 @@ class HistorySQLite:
         """The incidents recorded after the one with id ``after_id``, in id order.
 
         Raises :class:`HistoryError` when the database cannot be read."""
-        try:
-            with self._connect() as conn:
-                rows = conn.execute(
-                    "SELECT id, fingerprint, pattern_id, alert_name, started_at, labels, annotations"
-                    " FROM incidents WHERE id > ? ORDER BY id",
-                    (after_id,),
-                ).fetchall()
-        except sqlite3.Error as exc:
-            raise HistoryError(f"history {self._path}: {exc}") from exc
+        rows = self._rows(
+            "SELECT id, fingerprint, pattern_id, alert_name, started_at, labels, annotations"
+            " FROM incidents WHERE id > ? ORDER BY id",
+            (after_id,),
+        )
         return [
             IncidentRecord(
                 id=row[0],
@@ -227,28 +226,20 @@ class HistorySQLite:
 
     def has_incident(self, fingerprint: str, started_at: datetime) -> bool:
         """Whether an incident with this fingerprint and start is recorded."""
-        try:
-            with self._connect() as conn:
-                row = conn.execute(
-                    "SELECT 1 FROM incidents WHERE fingerprint = ? AND started_at = ?",
-                    (fingerprint, rfc3339(started_at)),
-                ).fetchone()
-        except sqlite3.Error as exc:
-            raise HistoryError(f"history {self._path}: {exc}") from exc
-        return row is not None
+        return bool(
+            self._rows(
+                "SELECT 1 FROM incidents WHERE fingerprint = ? AND started_at = ?",
+                (fingerprint, rfc3339(started_at)),
+            )
+        )
 
     def latest_incident(self, fingerprint: str) -> int | None:
         """The id of the latest incident recorded for an alert fingerprint, if any."""
-        try:
-            with self._connect() as conn:
-                row = conn.execute(
-                    "SELECT id FROM incidents WHERE fingerprint = ?"
-                    " ORDER BY started_at DESC, id DESC LIMIT 1",
-                    (fingerprint,),
-                ).fetchone()
-        except sqlite3.Error as exc:
-            raise HistoryError(f"history {self._path}: {exc}") from exc
-        return None if row is None else int(row[0])
+        rows = self._rows(
+            "SELECT id FROM incidents WHERE fingerprint = ? ORDER BY started_at DESC, id DESC LIMIT 1",
+            (fingerprint,),
+        )
+        return int(rows[0][0]) if rows else None
 
     def record_action(
         self, incident_id: int, action_type: str, decided_level: int, executed_at: datetime | None = None
@@ -281,8 +272,8 @@ class HistorySQLite:
                     " WHERE recorded_at > ? AND recorded_at <= ?",
                     (*WRONG, since, at),
                 ).fetchone()
-        except sqlite3.Error as exc:
-            return HistoryFacts.worst_case(f"history {self._path}: {exc}")
+        except HistoryError as exc:
+            return HistoryFacts.worst_case(str(exc))
         suboptimal = [recorded for outcome, recorded in outcomes if outcome in SUBOPTIMAL]
         return HistoryFacts(
             occurrences=occurrences,
@@ -295,32 +286,24 @@ class HistorySQLite:
         """``(pattern, outcome, count)`` of every outcome ever recorded, for ``/metrics``.
 
         Raises :class:`HistoryError` when the database cannot be read."""
-        try:
-            with self._connect() as conn:
-                rows = conn.execute(
-                    "SELECT i.pattern_id, o.outcome, COUNT(*) FROM outcomes o"
-                    " JOIN actions a ON a.id = o.action_id JOIN incidents i ON i.id = a.incident_id"
-                    " GROUP BY i.pattern_id, o.outcome ORDER BY i.pattern_id, o.outcome"
-                ).fetchall()
-        except sqlite3.Error as exc:
-            raise HistoryError(f"history {self._path}: {exc}") from exc
+        rows = self._rows(
+            "SELECT i.pattern_id, o.outcome, COUNT(*) FROM outcomes o"
+            " JOIN actions a ON a.id = o.action_id JOIN incidents i ON i.id = a.incident_id"
+            " GROUP BY i.pattern_id, o.outcome ORDER BY i.pattern_id, o.outcome"
+        )
         return [(str(pattern), str(outcome), int(count)) for pattern, outcome, count in rows]
 
     def false_positive_rates(self, now: datetime) -> FalsePositiveRates:
         """The 7-day false-positive rate at ``now``, overall and per pattern (as ``stats`` counts).
 
         Raises :class:`HistoryError` when the database cannot be read."""
-        try:
-            with self._connect() as conn:
-                rows = conn.execute(
-                    "SELECT i.pattern_id, COUNT(*), COALESCE(SUM(o.outcome IN (?, ?, ?, ?)), 0)"
-                    " FROM outcomes o JOIN actions a ON a.id = o.action_id"
-                    " JOIN incidents i ON i.id = a.incident_id"
-                    " WHERE o.recorded_at > ? AND o.recorded_at <= ? GROUP BY i.pattern_id",
-                    (*WRONG, rfc3339(now - FALSE_POSITIVE_WINDOW), rfc3339(now)),
-                ).fetchall()
-        except sqlite3.Error as exc:
-            raise HistoryError(f"history {self._path}: {exc}") from exc
+        rows = self._rows(
+            "SELECT i.pattern_id, COUNT(*), COALESCE(SUM(o.outcome IN (?, ?, ?, ?)), 0)"
+            " FROM outcomes o JOIN actions a ON a.id = o.action_id"
+            " JOIN incidents i ON i.id = a.incident_id"
+            " WHERE o.recorded_at > ? AND o.recorded_at <= ? GROUP BY i.pattern_id",
+            (*WRONG, rfc3339(now - FALSE_POSITIVE_WINDOW), rfc3339(now)),
+        )
         total = sum(count for _, count, _ in rows)
         wrong = sum(bad for _, _, bad in rows)
         return FalsePositiveRates(
@@ -333,12 +316,8 @@ class HistorySQLite:
 
         Raises :class:`HistoryError` when the database cannot be read.
         """
-        try:
-            with self._connect() as conn:
-                (count,) = conn.execute(
-                    "SELECT COUNT(*) FROM actions WHERE decided_level >= ? AND executed_at >= ?",
-                    (AUTONOMOUS_MIN_LEVEL, rfc3339(since)),
-                ).fetchone()
-        except sqlite3.Error as exc:
-            raise HistoryError(f"history {self._path}: {exc}") from exc
+        [(count,)] = self._rows(
+            "SELECT COUNT(*) FROM actions WHERE decided_level >= ? AND executed_at >= ?",
+            (AUTONOMOUS_MIN_LEVEL, rfc3339(since)),
+        )
         return int(count)
