@@ -19,8 +19,7 @@ from pyagent import settings as settings_module
 from pyagent.alerts import parse_webhook
 from pyagent.app import build_executor, build_sources, policy_client
 from pyagent.audit import verify
-from pyagent.cli_humans import api_options, approvals, console
-from pyagent.console.client import ApiClient
+from pyagent.cli_humans import api_client, api_options, approvals, console
 from pyagent.contract import Decision, validate
 from pyagent.errors import InvalidDocument, PyagentError
 from pyagent.evaluate import Evaluation
@@ -282,15 +281,8 @@ def abort_command(decision_id: str, url: str, user: str, password: str | None) -
     Asks the running agent (``POST /api/actions/DECISION_ID/abort``, with the console's
     credentials); after the window the agent refuses and this exits 1 saying why.
     """
-    if password is None:
-        password = click.prompt(f"password for {user}", hide_input=True)
-    client = ApiClient(url, user, password)
-    try:
+    with api_client(url, user, password) as client:
         answer = client.abort(decision_id)
-    except PyagentError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        client.close()
     click.echo(f"decision {decision_id}: aborted; {answer.get('message', '')}")
 
 

@@ -4,7 +4,8 @@ console's access file. A thin layer: the API does the work, errors become one li
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -14,10 +15,19 @@ from pyagent.console.client import ApiClient
 from pyagent.errors import PyagentError
 
 
-def _client(url: str, user: str, password: str | None) -> ApiClient:
+@contextmanager
+def api_client(url: str, user: str, password: str | None) -> Iterator[ApiClient]:
+    """A client of the agent's JSON API (prompting for the password when none was given),
+    closed after use; the project's errors become one-line click errors."""
     if password is None:
         password = click.prompt(f"password for {user}", hide_input=True)
-    return ApiClient(url, user, password)
+    client = ApiClient(url, user, password)
+    try:
+        yield client
+    except PyagentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        client.close()
 
 
 def api_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,13 +72,8 @@ def approvals() -> None:
 )
 def approvals_list(url: str, user: str, password: str | None, state: str | None) -> None:
     """List approvals, pending ones first by deadline."""
-    client = _client(url, user, password)
-    try:
+    with api_client(url, user, password) as client:
         listed = client.approvals(state)
-    except PyagentError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        client.close()
     if not listed:
         click.echo("no approvals")
     for approval in listed:
@@ -78,14 +83,9 @@ def approvals_list(url: str, user: str, password: str | None, state: str | None)
 def _decide(  # noqa: PLR0913, PLR0917 - the verb and the command's options
     verb: str, approval_id: str, url: str, user: str, password: str | None, plan_hash: str | None
 ) -> None:
-    client = _client(url, user, password)
-    try:
+    with api_client(url, user, password) as client:
         seen = plan_hash or client.approval(approval_id)["plan_hash"]
         answer = client.decide(approval_id, verb, seen)
-    except PyagentError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        client.close()
     click.echo(answer["message"])
 
 
