@@ -254,8 +254,10 @@ class Outbox:
                 (attempts, now, json.dumps(receipt), delivery.id),
             )
         )
-        if notice.channel in self.unaudited:
-            return
+        if notice.channel not in self.unaudited:
+            self._audit(notice, attempts, delivered=True, receipt=receipt)
+
+    def _audit(self, notice: Notice, attempts: int, **outcome: Any) -> None:
         self.audit.append(
             "notification",
             {
@@ -263,8 +265,7 @@ class Outbox:
                 "notice": notice.kind,
                 "subject": notice.subject,
                 "attempts": attempts,
-                "delivered": True,
-                "receipt": receipt,
+                **outcome,
             },
         )
 
@@ -293,17 +294,7 @@ class Outbox:
         final = self.store.transact(record)
         log.warning("outbox %s: %s attempt %d failed: %s", notice.channel, notice.kind, attempts, error)
         if final:
-            self.audit.append(
-                "notification",
-                {
-                    "channel": notice.channel,
-                    "notice": notice.kind,
-                    "subject": notice.subject,
-                    "attempts": attempts,
-                    "delivered": False,
-                    "error": error,
-                },
-            )
+            self._audit(notice, attempts, delivered=False, error=error)
         self.on_failure(Failure(notice, attempts, error, final))
 
 
