@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser
 from pyagent.sources.guardrails import FileGuardrails
 from pyagent.sources.history_sqlite import HistorySQLite, OutcomeKind
 from pyagent.sources.inventory_file import InventoryFile
+from tests.builders import firing_alert
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ActionCatalog.load(ROOT / "rego" / "escalation" / "policy.json")
@@ -49,15 +49,7 @@ OOM_LABELS = {
 
 
 def alert(labels: dict[str, str], annotations: dict[str, str] | None = None) -> Alert:
-    return Alert(
-        group_key="{}:{}",
-        fingerprint="c7f3a1b2d4e5f601",
-        status="firing",
-        starts_at="2026-11-26T11:58:00Z",
-        ends_at="0001-01-01T00:00:00Z",
-        labels=MappingProxyType(labels),
-        annotations=MappingProxyType(annotations or {}),
-    )
+    return firing_alert(labels, annotations)
 
 
 def remediate(history: HistorySQLite, pattern: str, outcome: OutcomeKind, at: datetime) -> None:

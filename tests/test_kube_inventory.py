@@ -10,7 +10,6 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from pyagent.sources import WORST_CASE_SERVICES
 from pyagent.sources.inventory_file import InventoryFile
 from pyagent.sources.kube_facts import KubeInventoryConfig, resolve_percent
 from pyagent.sources.kube_inventory import KubeInventory, deployment_of_pod
+from tests.builders import firing_alert
 from tests.kube import KubeCluster
 from tests.kube_objects import Admin
 
@@ -33,15 +33,7 @@ RBAC = ROOT / "deploy" / "kubernetes" / "rbac.yaml"
 
 
 def oom(namespace: str, **labels: str) -> Alert:
-    return Alert(
-        group_key="{}:{}",
-        fingerprint="c7f3a1b2d4e5f601",
-        status="firing",
-        starts_at="2026-11-26T11:58:00Z",
-        ends_at="0001-01-01T00:00:00Z",
-        labels=MappingProxyType({"alertname": "KubePodOOMKilled", "namespace": namespace, **labels}),
-        annotations=MappingProxyType({}),
-    )
+    return firing_alert({"alertname": "KubePodOOMKilled", "namespace": namespace, **labels})
 
 
 class Clock:

@@ -7,7 +7,6 @@ import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import MappingProxyType
 
 import pytest
 
@@ -27,6 +26,7 @@ from pyagent.sources.novelty import (
     similarity,
     text_similarity,
 )
+from tests.builders import firing_alert
 from tests.serving import EXAMPLES, example, post, records, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,15 +42,7 @@ ELSEWHERE = {**LAG, "namespace": "payments", "service": "ledger"}
 
 
 def alert(labels: dict[str, str], summary: str = "") -> Alert:
-    return Alert(
-        group_key="{}:{}",
-        fingerprint="0123456789abcdef",
-        status="firing",
-        starts_at="2026-11-26T11:58:00Z",
-        ends_at="0001-01-01T00:00:00Z",
-        labels=MappingProxyType(labels),
-        annotations=MappingProxyType({"summary": summary} if summary else {}),
-    )
+    return firing_alert(labels, {"summary": summary} if summary else {}, fingerprint="0123456789abcdef")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import MappingProxyType
 
 import pytest
 
@@ -17,6 +16,7 @@ from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser
 from pyagent.sources.guardrails import FileGuardrails
 from pyagent.sources.history_sqlite import HistorySQLite, OutcomeKind
 from pyagent.sources.inventory_file import InventoryFile
+from tests.builders import firing_alert
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_JSON = ROOT / "rego" / "escalation" / "policy.json"
@@ -48,15 +48,7 @@ services:
 
 
 def alert(annotations: dict[str, str] | None = None, **labels: str) -> Alert:
-    return Alert(
-        group_key="{}:{}",
-        fingerprint="c7f3a1b2d4e5f601",
-        status="firing",
-        starts_at="2026-11-26T11:58:00Z",
-        ends_at="0001-01-01T00:00:00Z",
-        labels=MappingProxyType(labels),
-        annotations=MappingProxyType(annotations or {}),
-    )
+    return firing_alert(labels, annotations)
 
 
 @pytest.fixture
