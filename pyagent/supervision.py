@@ -33,7 +33,7 @@ from pyagent.dispatch import Case
 from pyagent.errors import ChangeSystemUnavailable, HistoryError, NotAuthorised
 from pyagent.executors import ProposedAction
 from pyagent.notifiers.messages import Messages
-from pyagent.notifiers.outbox import Failure, Outbox
+from pyagent.notifiers.outbox import Failure, Notice, Outbox
 from pyagent.opa import OpaClient
 from pyagent.policy import decide
 from pyagent.store import Store
@@ -123,10 +123,11 @@ class Supervisor:
             request,
             self.clock(),
             decision.approval.timeout_seconds,
-            lambda created: self.messages.approval_requested(created, label),
+            lambda created: self.outbox.queued(self.messages.approval_requested(created, label)),
         )
         self.deadlines.add(approval.id, approval.expires_at)
         self.outbox.wake()
+        self.outbox.deliver_local(self.messages.approval_requested(approval, label))
         return approval
 
     def decide(self, approval_id: str, verdict: str, seen_plan_hash: str, identity: Identity) -> Approval:
@@ -152,8 +153,9 @@ class Supervisor:
             seen_plan_hash,
             identity,
             self.clock(),
-            lambda done: self.messages.approval_closed(done, label),
+            lambda done: self.outbox.queued(self.messages.approval_closed(done, label)),
         )
+        self.outbox.deliver_local(self.messages.approval_closed(decided, label))
         self.audit.append(
             "approval",
             {
@@ -200,13 +202,11 @@ class Supervisor:
         expired = self.approvals.expire(
             approval_id,
             now,
-            lambda done: [
-                *self.messages.approval_closed(done, label),
-                *self.messages.escalation(done, "timeout"),
-            ],
+            lambda done: self.outbox.queued(self._expiry_notices(done, label)),
         )
         if expired is None:
             return
+        self.outbox.deliver_local(self._expiry_notices(expired, label))
         self.audit.append(
             "approval_expired",
             {
@@ -219,6 +219,9 @@ class Supervisor:
             },
         )
         self.outbox.wake()
+
+    def _expiry_notices(self, expired: Approval, label: str | None) -> list[Notice]:
+        return [*self.messages.approval_closed(expired, label), *self.messages.escalation(expired, "timeout")]
 
     def on_delivery_failure(self, failure: Failure) -> None:
         """Slack could not take an approval request: page on-call now rather than at the timeout."""

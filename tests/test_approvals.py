@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from pyagent.approvals import Approvals, plan_hash
 from pyagent.cli import main
 from pyagent.executors import ProposedAction
+from pyagent.notifiers.outbox import history as outbox_history
 from pyagent.notifiers.pagerduty import dedup_key
 from pyagent.store import Store
 from tests.fakes import FakeSlack
@@ -297,3 +298,24 @@ def test_a_decision_made_while_slack_is_down_updates_the_request_once_it_is_post
     assert "Rejected* by bob via api" in str(update["blocks"])
     assert FakeSlack.CHANNEL == update["channel"]
     assert len(fakes.slack.received("/api/chat.postMessage")) >= 2  # the first try failed, a retry landed
+
+
+def test_the_log_channel_announces_an_approval_once_committed_without_queuing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The log only writes locally: it is written after the approval is committed, with no row in
+    the outbox (a row would cost three transactions per alert); Slack's notice is queued."""
+    state = tmp_path / "state"
+    with saas() as fakes, served(humans_settings(state, fakes)) as (url, _):
+        post(url, example("level-4-oom-restart"))
+        approval = pending_approval(url)
+        fakes.slack.wait_for(1)
+        store = Store(state / "agent.db")
+        try:
+            channels = [n["channel"] for n in outbox_history(store, approval["id"])]
+        finally:
+            store.close()
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("[approval_request]")]
+    assert approval["id"] in line
+    assert "Approval needed: rolling_restart of Deployment shop/checkout" in line
+    assert ["slack"] == channels

@@ -133,9 +133,11 @@ class Outbox:
     audit: Auditor
     on_failure: Callable[[Failure], None] = lambda _failure: None
     unaudited: frozenset[str] = frozenset()  # channels whose deliveries are not worth an audit record
-    # channels that only write locally (the log): post() delivers to them on the caller's
-    # thread, since there is nothing to retry; a queued write per notice would only add
-    # three transactions to every alert. Notices queued with a state change still go queued.
+    # channels that only write locally (the log): delivered on the caller's thread, since
+    # there is nothing to retry; a queued write per notice would only add three transactions
+    # to every alert. With a state change they are written once it is committed (``queued``
+    # and ``deliver_local``): the change itself is in the store and the audit log, so a stop
+    # between the commit and the write loses a log line, never a fact.
     immediate: frozenset[str] = frozenset()
     give_up_after: float = 3600.0
     clock: Callable[[], float] = time.time
@@ -158,6 +160,17 @@ class Outbox:
         if queued:
             self.store.transact(lambda db: [enqueue(db, n, now) for n in queued])
             self.wake()
+
+    def queued(self, notices: list[Notice]) -> list[Notice]:
+        """The notices that go through the table, for a caller enqueuing them with a state change."""
+        return [n for n in notices if n.channel in self.channels and n.channel not in self.immediate]
+
+    def deliver_local(self, notices: list[Notice]) -> None:
+        """Deliver the notices of the immediate channels now: the other half of :meth:`queued`,
+        called once the state change is committed."""
+        for notice in notices:
+            if notice.channel in self.immediate and notice.channel in self.channels:
+                self._deliver_now(notice)
 
     def _deliver_now(self, notice: Notice) -> None:
         try:
