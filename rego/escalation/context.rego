@@ -16,6 +16,7 @@ triggers contains object.union(
 	_trigger(rego.metadata.rule(), sprintf("%s %s", [field, problem])),
 	{"field": field},
 ) if {
+	not _well_formed
 	some field, spec in _fields
 	problem := _field_problem(object.get(_doc, spec.path, null), spec)
 }
@@ -65,6 +66,67 @@ _fields := {
 	},
 }
 
+# Whether every field of _fields holds what its kind allows, checked path by path: the same
+# facts as the table, without iterating it, so the loop above that names each bad field runs
+# only when something is wrong. The policy tests hold this rule to the table, field by field.
+_well_formed if {
+	_timestamp(input.now)
+	_alert_well_formed
+	_ai_well_formed
+	_pattern_well_formed
+	_action_well_formed
+	_blast_radius_well_formed
+	_budget(input.error_budget.remaining)
+	is_boolean(input.regulatory.regulated)
+	_optional_strings(object.get(input.regulatory, "frameworks", null))
+	is_boolean(input.guardrails.kill_switch)
+	_count(input.guardrails.autonomous_actions_in_window)
+}
+
+_alert_well_formed if {
+	_string(input.alert.name)
+	_string(input.alert.fingerprint)
+	_string(input.alert.severity)
+	_optional_object(object.get(input.alert, "labels", null))
+}
+
+_ai_well_formed if {
+	is_boolean(input.ai.available)
+	_fraction(input.ai.confidence)
+	_fraction(input.ai.false_positive_rate_7d)
+}
+
+_pattern_well_formed if {
+	_string(input.pattern.id)
+	is_boolean(input.pattern.known)
+	_count(input.pattern.occurrences)
+	is_boolean(input.pattern.consistent_outcomes)
+	_optional_timestamp(object.get(input.pattern, "last_suboptimal_at", null))
+}
+
+_action_well_formed if {
+	_string(input.action.type)
+	_string(input.action.target.kind)
+	_string(input.action.target.namespace)
+	_string(input.action.target.name)
+	_string(input.action.target.environment)
+	is_boolean(input.action.target.hpa_managed)
+	is_boolean(input.action.idempotent)
+	is_boolean(input.action.reversible)
+	_seconds(input.action.rollback_seconds)
+	_integer(input.action.replicas_delta)
+	is_boolean(input.action.production_impact)
+}
+
+_blast_radius_well_formed if {
+	_count(input.blast_radius.services)
+	_names(input.blast_radius.namespaces)
+	_fraction(input.blast_radius.replica_fraction)
+	_optional_fraction(object.get(input.blast_radius, "traffic_fraction", null))
+	is_boolean(input.blast_radius.shared_infrastructure)
+	is_boolean(input.blast_radius.stateless)
+}
+
 # How a message names what each kind of field must hold.
 _kinds := {
 	"string": "a non-empty string",
@@ -80,6 +142,73 @@ _kinds := {
 	"names": "a non-empty list of strings",
 }
 
+# each kind of _kinds as a function of the value; _well_formed calls them directly
+_string(value) if {
+	is_string(value)
+	value != ""
+}
+
+_fraction(value) if {
+	is_number(value)
+	value >= 0
+	value <= 1
+}
+
+_count(value) if {
+	is_number(value)
+	value >= 0
+	floor(value) == value
+}
+
+_integer(value) if {
+	is_number(value)
+	floor(value) == value
+}
+
+_seconds(value) if {
+	is_number(value)
+	value >= 0
+}
+
+_budget(value) if {
+	is_number(value)
+	value <= 1
+}
+
+_timestamp(value) if {
+	is_string(value)
+	_is_timestamp(value)
+}
+
+_strings(value) if {
+	is_array(value)
+	every item in value {
+		is_string(item)
+	}
+}
+
+_names(value) if {
+	_strings(value)
+	count(value) > 0
+}
+
+# an optional field may be absent or null
+_optional_object(null)
+
+_optional_object(value) if is_object(value)
+
+_optional_timestamp(null)
+
+_optional_timestamp(value) if _timestamp(value)
+
+_optional_fraction(null)
+
+_optional_fraction(value) if _fraction(value)
+
+_optional_strings(null)
+
+_optional_strings(value) if _strings(value)
+
 # what is wrong with a field's value, undefined when nothing is
 _field_problem(null, spec) := "is missing or null" if spec.required
 
@@ -89,62 +218,29 @@ _field_problem(value, spec) := sprintf("must be %s, got %s", [_kinds[spec.kind],
 }
 
 # whether a value is what its kind of field may hold; OPA indexes the kind, so a check
-# evaluates one definition, not all of them
-_valid("string", value) if {
-	is_string(value)
-	value != ""
-}
+# evaluates one definition, not all of them. Each kind is the function _well_formed calls,
+# so the table and the fast check cannot disagree on what a kind means.
+_valid("string", value) if _string(value)
 
 _valid("boolean", value) if is_boolean(value)
 
-_valid("fraction", value) if {
-	is_number(value)
-	value >= 0
-	value <= 1
-}
+_valid("fraction", value) if _fraction(value)
 
-_valid("count", value) if {
-	is_number(value)
-	value >= 0
-	floor(value) == value
-}
+_valid("count", value) if _count(value)
 
-_valid("integer", value) if {
-	is_number(value)
-	floor(value) == value
-}
+_valid("integer", value) if _integer(value)
 
-_valid("seconds", value) if {
-	is_number(value)
-	value >= 0
-}
+_valid("seconds", value) if _seconds(value)
 
-_valid("budget", value) if {
-	is_number(value)
-	value <= 1
-}
+_valid("budget", value) if _budget(value)
 
-_valid("timestamp", value) if {
-	is_string(value)
-	_is_timestamp(value)
-}
+_valid("timestamp", value) if _timestamp(value)
 
 _valid("object", value) if is_object(value)
 
-_valid("strings", value) if {
-	is_array(value)
-	every item in value {
-		is_string(item)
-	}
-}
+_valid("strings", value) if _strings(value)
 
-_valid("names", value) if {
-	is_array(value)
-	count(value) > 0
-	every item in value {
-		is_string(item)
-	}
-}
+_valid("names", value) if _names(value)
 
 # a builtin error is undefined inside a function, so a bad timestamp is not valid
 _is_timestamp(value) if is_number(time.parse_rfc3339_ns(value))
