@@ -26,6 +26,7 @@ from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Question, Verdict, decide_many
+from pyagent.sources.history_sqlite import NewIncident
 from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
@@ -144,27 +145,109 @@ class Agent:
     def process_batch(self, batch: list[StoredAlert]) -> None:
         """Decide the alerts with one question to OPA, then act on each in order.
 
+        Each durable step is taken once for the whole batch: the decisions are recorded with
+        one commit and audited with one fsync before any is acted on, the new incidents go
+        to history in one transaction, and the outcomes are audited together at the end.
         An alert whose processing fails stays pending (it is retried at the next start)
         and does not stop the others."""
         prepared: list[_Prepared] = []
         for stored in batch:
-            with self._failures_logged(stored):
+            with self._failures_logged(stored.id):
                 if (ready := self._prepare(stored)) is not None:
                     prepared.append(ready)
         if not prepared:
             return
-        verdicts = self._decide([p.question for p in prepared])
-        for ready, verdict in zip(prepared, verdicts, strict=True):
-            with self._failures_logged(ready.stored):
-                self._conclude(ready, verdict)
+        try:
+            cases = self._record(prepared, self._decide([p.question for p in prepared]))
+        except Exception as exc:  # noqa: BLE001 - e.g. the audit log failed: nothing is acted on
+            for ready in prepared:
+                self._failed(ready.stored.id, exc)
+            return
+        outcomes: list[tuple[str, dict[str, Any]]] = []
+        for case, history_problem in cases:
+            with self._failures_logged(case.alert_id):
+                outcome = dispatch(case, self.hands)  # executions record their own outcome in history
+                outcomes.append(
+                    (
+                        "outcome",
+                        {
+                            "decision_id": case.decision_id,
+                            "fingerprint": case.alert.fingerprint,
+                            "outcome": outcome,
+                            "level": case.verdict.decision.level,
+                            "history_problem": history_problem,
+                        },
+                    )
+                )
+        try:
+            self.audit.append_many(outcomes)
+        except Exception as exc:  # noqa: BLE001 - the actions are done; their outcomes are not audited
+            for case, _ in cases:
+                self._failed(case.alert_id, exc)
+
+    def _record(self, prepared: list[_Prepared], verdicts: list[Verdict]) -> list[tuple[Case, str | None]]:
+        """Record and audit the batch's decisions and open their incidents in history; the
+        cases to dispatch, each with the problem history had, if any."""
+        recorded = self.store.record_decisions(
+            [(p.stored, v.decision.to_json(), v.input_hash) for p, v in zip(prepared, verdicts, strict=True)]
+        )
+        decided: list[tuple[_Prepared, Verdict, str, bool]] = []
+        for ready, verdict, result in zip(prepared, verdicts, recorded, strict=True):
+            if isinstance(result, Exception):
+                self._failed(ready.stored.id, result)
+            elif result is not None:  # None: decided by another worker already
+                decided.append((ready, verdict, *result))
+        self.audit.append_many([self._decision_record(r, v, decision_id) for r, v, decision_id, _ in decided])
+        incidents, problem = self._open_incidents([r for r, _, _, opened in decided if opened])
+        cases = []
+        for ready, verdict, decision_id, opened in decided:
+            context, stored = ready.context, ready.stored
+            case = Case(
+                stored.alert,
+                decision_id,
+                verdict,
+                ProposedAction.from_policy_input(ready.question.policy_input),
+                context.diagnosis.summary,
+                Briefing.from_context(context),
+                stored.id,
+                incidents.get(stored.id),
+            )
+            cases.append((case, problem if opened else None))
+        return cases
+
+    def _open_incidents(self, opened: list[_Prepared]) -> tuple[dict[int, int], str | None]:
+        """The history incident of each newly opened alert, by alert id, and the problem if
+        history could not record them."""
+        if not opened:
+            return {}, None
+        new = [
+            NewIncident(
+                p.stored.alert.fingerprint,
+                p.context.diagnosis.pattern_id,
+                p.stored.alert.name,
+                p.context.now,
+                p.stored.alert.labels,
+                p.stored.alert.annotations,
+            )
+            for p in opened
+        ]
+        try:
+            ids = self.sources.history.record_incidents(new)
+        except HistoryError as exc:
+            self.metrics.errors.labels("history").inc()
+            return {}, str(exc)
+        return {p.stored.id: incident_id for p, incident_id in zip(opened, ids, strict=True)}, None
 
     @contextlib.contextmanager
-    def _failures_logged(self, stored: StoredAlert) -> Iterator[None]:
+    def _failures_logged(self, alert_id: int) -> Iterator[None]:
         try:
             yield
-        except Exception as exc:  # the alert stays pending and is retried at the next start
-            log.exception("processing alert %s failed", stored.id)
-            self.metrics.errors.labels(type(exc).__name__).inc()
+        except Exception as exc:  # noqa: BLE001 - the alert stays pending and is retried at the next start
+            self._failed(alert_id, exc)
+
+    def _failed(self, alert_id: int, exc: Exception) -> None:
+        log.error("processing alert %s failed", alert_id, exc_info=exc)
+        self.metrics.errors.labels(type(exc).__name__).inc()
 
     def _prepare(self, stored: StoredAlert) -> _Prepared | None:
         """Close a resolved alert, skip one resolved before it was decided; else gather its context."""
@@ -187,52 +270,6 @@ class Agent:
         policy_input = context.policy_input()
         return _Prepared(stored, context, Question(policy_input, context.health_ceiling, context.problems))
 
-    def _conclude(self, ready: _Prepared, verdict: Verdict) -> None:
-        """Record the decision, then dispatch it and record the outcome."""
-        stored, context, policy_input = ready.stored, ready.context, ready.question.policy_input
-        alert = stored.alert
-        recorded = self.store.record_decision(stored, verdict.decision.to_json(), verdict.input_hash)
-        if recorded is None:
-            return  # decided by another worker already
-        decision_id, opened = recorded
-        self._audit_decision(stored, context, policy_input, verdict, decision_id)
-        incident_id, history_problem = None, None
-        if opened:
-            try:
-                incident_id = self.sources.history.record_incident(
-                    alert.fingerprint,
-                    context.diagnosis.pattern_id,
-                    alert.name,
-                    context.now,
-                    labels=alert.labels,
-                    annotations=alert.annotations,
-                )
-            except HistoryError as exc:
-                self.metrics.errors.labels("history").inc()
-                history_problem = str(exc)
-        action = ProposedAction.from_policy_input(policy_input)
-        case = Case(
-            alert,
-            decision_id,
-            verdict,
-            action,
-            context.diagnosis.summary,
-            Briefing.from_context(context),
-            stored.id,
-            incident_id,
-        )
-        outcome = dispatch(case, self.hands)  # executions record their own outcome in history
-        self.audit.append(
-            "outcome",
-            {
-                "decision_id": decision_id,
-                "fingerprint": alert.fingerprint,
-                "outcome": outcome,
-                "level": verdict.decision.level,
-                "history_problem": history_problem,
-            },
-        )
-
     def _decide(self, questions: list[Question]) -> list[Verdict]:
         started = time.perf_counter()
         verdicts = decide_many(self.opa, questions)
@@ -246,16 +283,11 @@ class Agent:
                 self.metrics.errors.labels(verdict.fallback).inc()
         return verdicts
 
-    def _audit_decision(
-        self,
-        stored: StoredAlert,
-        context: Context,
-        policy_input: dict[str, Any],
-        verdict: Verdict,
-        decision_id: str,
-    ) -> None:
+    @staticmethod
+    def _decision_record(ready: _Prepared, verdict: Verdict, decision_id: str) -> tuple[str, dict[str, Any]]:
+        stored, context, policy_input = ready.stored, ready.context, ready.question.policy_input
         alert, decision = stored.alert, verdict.decision
-        self.audit.append(
+        return (
             "decision",
             {
                 "decision_id": decision_id,

@@ -16,7 +16,7 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -222,27 +222,39 @@ class AuditLog:
 
     def append(self, kind: str, fields: Mapping[str, Any]) -> AuditRecord:
         """Write one record of ``kind`` with ``fields``, durably, and hand it to the forwarder."""
-        clash = RESERVED_KEYS.intersection(fields)
-        if clash:
-            raise ValueError(f"audit fields may not use reserved keys: {sorted(clash)}")
+        [record] = self.append_many([(kind, fields)])
+        return record
+
+    def append_many(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[AuditRecord]:
+        """Write one record per ``(kind, fields)``, consecutive in the chain, with one fsync."""
+        for _, fields in entries:
+            clash = RESERVED_KEYS.intersection(fields)
+            if clash:
+                raise ValueError(f"audit fields may not use reserved keys: {sorted(clash)}")
+        sealed: list[tuple[dict[str, Any], bytes]] = []
         with self._lock:
             if self._failure is not None:
                 raise AuditChainBroken(str(self.path), self._seq + 1, self._failure)
-            record = dict(fields)
-            record.update(
-                seq=self._seq + 1,
-                ts=rfc3339(self._clock()),
-                instance=self.instance,
-                kind=kind,
-                prev_hash=self._prev_hash,
-            )
-            record["hash"], line = seal(record)
-            self._unwritten.append(line + b"\n")
-            self._seq, self._prev_hash = record["seq"], record["hash"]
-        self._make_durable(record["seq"])
+            for kind, fields in entries:
+                record = dict(fields)
+                record.update(
+                    seq=self._seq + 1,
+                    ts=rfc3339(self._clock()),
+                    instance=self.instance,
+                    kind=kind,
+                    prev_hash=self._prev_hash,
+                )
+                record["hash"], line = seal(record)
+                self._unwritten.append(line + b"\n")
+                self._seq, self._prev_hash = record["seq"], record["hash"]
+                sealed.append((record, line))
+        if not sealed:
+            return []
+        self._make_durable(sealed[-1][0]["seq"])
         if self._forwarder is not None:
-            self._forwarder.submit(record)
-        return AuditRecord(seq=record["seq"], hash=record["hash"], line=line.decode("utf-8"))
+            for record, _ in sealed:
+                self._forwarder.submit(record)
+        return [AuditRecord(seq=r["seq"], hash=r["hash"], line=line.decode("utf-8")) for r, line in sealed]
 
     def _make_durable(self, seq: int) -> None:
         """Return once record ``seq`` is on disk (group commit).

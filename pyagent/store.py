@@ -119,13 +119,21 @@ class Store:
 
     def _run(self, run: Callable[[sqlite3.Connection], T], timeout: float = -1) -> T:
         """``run(connection)`` in a committed transaction; its result, or what it raised."""
-        op: _Op[T] = _Op(run)
+        [op] = self._run_all([run], timeout)
+        if op.error is not None:
+            raise op.error
+        return cast("T", op.result)
+
+    def _run_all(self, runs: list[Callable[[sqlite3.Connection], T]], timeout: float = -1) -> list[_Op[T]]:
+        """Each of ``runs`` as its own operation, all queued at once so that one commit usually
+        takes them all; each op holds its result or its error, independent of the others."""
+        ops: list[_Op[T]] = [_Op(run) for run in runs]
         with self._queue_lock:
-            self._queued.append(op)
+            self._queued.extend(ops)
         if not self._commit_lock.acquire(timeout=timeout):
             raise StoreUnavailable(f"store {self.path}: no answer within {timeout} s")
         try:
-            if not op.done:
+            if not all(op.done for op in ops):
                 if self._closed:
                     raise StoreUnavailable(f"store {self.path}: closed")
                 with self._queue_lock:
@@ -133,9 +141,7 @@ class Store:
                 self._commit(batch)
         finally:
             self._commit_lock.release()
-        if op.error is not None:
-            raise op.error
-        return cast("T", op.result)
+        return ops
 
     def _commit(self, batch: list[_Op[Any]]) -> None:
         """Run the batch in one transaction. Almost every batch succeeds whole, so it runs
@@ -275,43 +281,33 @@ class Store:
         """Record the decision for an alert once, opening its incident (one per fingerprint and
         startsAt) in the same transaction; (decision id, whether the incident is new), or None
         when the alert already has a decision."""
-        decision_id = str(uuid.uuid4())
-        alert = stored.alert
+        [recorded] = self.record_decisions([(stored, decision, input_hash)])
+        if isinstance(recorded, Exception):
+            raise recorded
+        return recorded
 
-        def decide(db: sqlite3.Connection) -> bool:
-            opened = db.execute(
-                "INSERT OR IGNORE INTO incidents (fingerprint, starts_at, alert_name, opened_at)"
-                " VALUES (?, ?, ?, ?)",
-                (alert.fingerprint, alert.starts_at, alert.name, _now()),
-            ).rowcount
-            (incident_id,) = db.execute(
-                "SELECT id FROM incidents WHERE fingerprint = ? AND starts_at = ?",
-                (alert.fingerprint, alert.starts_at),
-            ).fetchone()
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    decision_id,
-                    stored.id,
-                    incident_id,
-                    decision["level"],
-                    json.dumps(decision),
-                    input_hash,
-                    _now(),
-                ),
-            ).rowcount
-            if not inserted:
-                raise _AlreadyDecided  # rolls the incident insert back
-            db.execute(
-                "UPDATE alerts SET state = 'decided', decision_id = ? WHERE id = ?", (decision_id, stored.id)
-            )
-            return opened == 1
-
-        try:
-            opened = self._run(decide)
-        except _AlreadyDecided:
-            return None
-        return decision_id, opened
+    def record_decisions(
+        self, decided: list[tuple[StoredAlert, dict[str, Any], str]]
+    ) -> list[tuple[str, bool] | Exception | None]:
+        """:meth:`record_decision` for several alerts, queued together so that one commit
+        usually records them all. Each alert's write stands alone: one that fails gets its
+        exception in its place, and the others are recorded."""
+        ids = [str(uuid.uuid4()) for _ in decided]
+        ops = self._run_all(
+            [
+                _decision_writer(stored, decision, digest, id_)
+                for (stored, decision, digest), id_ in zip(decided, ids, strict=True)
+            ]
+        )
+        out: list[tuple[str, bool] | Exception | None] = []
+        for op, decision_id in zip(ops, ids, strict=True):
+            if isinstance(op.error, _AlreadyDecided):
+                out.append(None)  # decided by another worker already
+            elif isinstance(op.error, Exception):
+                out.append(op.error)
+            else:
+                out.append((decision_id, bool(op.result)))
+        return out
 
     def counts(self) -> dict[str, int]:
         """Row counts per table, for health and tests."""
@@ -336,3 +332,42 @@ class Store:
                     readers, self._all_readers = self._all_readers, []
                 for reader in readers:
                     reader.close()
+
+
+def _decision_writer(
+    stored: StoredAlert, decision: dict[str, Any], input_hash: str, decision_id: str
+) -> Callable[[sqlite3.Connection], bool]:
+    """The write of one alert's decision and its incident; True when the incident is new.
+    Raises :class:`_AlreadyDecided` (rolling the incident back) when the alert has a decision."""
+    alert = stored.alert
+
+    def decide(db: sqlite3.Connection) -> bool:
+        opened = db.execute(
+            "INSERT OR IGNORE INTO incidents (fingerprint, starts_at, alert_name, opened_at)"
+            " VALUES (?, ?, ?, ?)",
+            (alert.fingerprint, alert.starts_at, alert.name, _now()),
+        ).rowcount
+        (incident_id,) = db.execute(
+            "SELECT id FROM incidents WHERE fingerprint = ? AND starts_at = ?",
+            (alert.fingerprint, alert.starts_at),
+        ).fetchone()
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                decision_id,
+                stored.id,
+                incident_id,
+                decision["level"],
+                json.dumps(decision),
+                input_hash,
+                _now(),
+            ),
+        ).rowcount
+        if not inserted:
+            raise _AlreadyDecided
+        db.execute(
+            "UPDATE alerts SET state = 'decided', decision_id = ? WHERE id = ?", (decision_id, stored.id)
+        )
+        return opened == 1
+
+    return decide

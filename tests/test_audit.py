@@ -239,6 +239,37 @@ def test_concurrent_appends_from_8_threads_all_verify(log_path: Path) -> None:
     assert list(range(1, 401)) == [r["seq"] for r in records(log_path)]
 
 
+def test_appended_together_records_are_consecutive_and_interleave_with_no_other(log_path: Path) -> None:
+    """A batch's records take consecutive seqs even while other threads append one by one."""
+    with AuditLog(log_path, "agent-1") as log:
+
+        def singles() -> None:
+            for n in range(100):
+                log.append("intake", {"n": n})
+
+        thread = threading.Thread(target=singles)
+        thread.start()
+        batches = [log.append_many([("decision", {"b": b, "i": i}) for i in range(5)]) for b in range(20)]
+        thread.join()
+        assert [] == log.append_many([])
+
+    assert VerifyResult(ok=True, records=200, first_bad_seq=None, reason="chain intact") == verify(log_path)
+    for batch in batches:
+        seqs = [r.seq for r in batch]
+        assert list(range(seqs[0], seqs[0] + 5)) == seqs
+    written = records(log_path)
+    assert [(b, i) for b in range(20) for i in range(5)] == [
+        (r["b"], r["i"]) for r in written if r["kind"] == "decision"
+    ]
+
+
+def test_a_batch_with_a_reserved_key_writes_none_of_its_records(log_path: Path) -> None:
+    with AuditLog(log_path, "agent-1") as log, pytest.raises(ValueError, match="seq"):
+        log.append_many([("decision", {"ok": 1}), ("decision", {"seq": 7})])
+
+    assert not log_path.read_bytes()
+
+
 @pytest.mark.parametrize("key", sorted(RESERVED_KEYS))
 def test_reserved_keys_are_rejected(log_path: Path, key: str) -> None:
     with AuditLog(log_path, "agent-1") as log, pytest.raises(ValueError, match=key):

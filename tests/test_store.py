@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from pyagent.alerts import Delivery as AlertGroup
 from pyagent.audit import AuditLog
 from pyagent.errors import StoreUnavailable
-from pyagent.notifiers.outbox import Delivery, Notice, Outbox
+from pyagent.notifiers.outbox import Delivery, Notice, Outbox, enqueue
 from pyagent.store import Store
+from tests.builders import firing_alert
 
 
 def _insert(value: str) -> Callable[[sqlite3.Connection], str]:
@@ -127,3 +129,38 @@ def test_an_immediate_channel_is_delivered_at_post_and_never_queued(tmp_path: Pa
     store.close()
     assert ["remote"] == queued
     assert [] == remote.delivered
+
+
+def test_an_immediate_channel_notice_left_queued_is_delivered_once_at_start(tmp_path: Path) -> None:
+    """A log notice queued in the table (as an older version did) goes out once when the
+    outbox starts."""
+    store = Store(tmp_path / "agent.db")
+    log = _Recorder()
+    audit = AuditLog(tmp_path / "audit.jsonl", "test")
+    outbox = Outbox(store, {"log": log}, audit, immediate=frozenset({"log"}))
+    store.transact(lambda db: enqueue(db, Notice("log", "approval_request", "a-1", {"text": "old"}), 0.0))
+    outbox.start()
+    outbox.stop()
+    states = store.read(lambda db: [s for (s,) in db.execute("SELECT state FROM notifications")])
+    audit.close()
+    store.close()
+    assert ["approval_request"] == log.delivered
+    assert ["sent"] == states
+
+
+def test_decisions_recorded_together_stand_alone(tmp_path: Path) -> None:
+    """One commit records a batch's decisions; an alert decided before gets None and does not
+    keep the others from being recorded, each with its own incident."""
+    store = Store(tmp_path / "agent.db")
+    alerts = tuple(firing_alert({"alertname": "X"}, fingerprint=f"fp-{n}") for n in range(3))
+    stored = store.record_delivery(AlertGroup("{}:{}", "firing", "pyagent", 0, alerts))
+    decision = {"level": 2}
+    first = store.record_decision(stored[1], decision, "h1")
+    recorded = store.record_decisions([(s, decision, f"h{n}") for n, s in enumerate(stored)])
+    counts = store.counts()
+    store.close()
+    assert first is not None
+    assert None is recorded[1]
+    assert [True, True] == [r[1] for r in (recorded[0], recorded[2]) if isinstance(r, tuple)]
+    assert 3 == counts["decisions"]
+    assert 3 == counts["incidents"]

@@ -183,7 +183,12 @@ class Outbox:
             self._wake.notify_all()
 
     def start(self) -> None:
+        """A courier per channel that queues; the immediate channels have nothing queued but
+        what an older version left, delivered here once."""
         for name, channel in self.channels.items():
+            if name in self.immediate:
+                self._drain(name, channel)
+                continue
             thread = threading.Thread(
                 target=self._courier, args=(name, channel), name=f"pyagent-outbox-{name}", daemon=True
             )
@@ -214,6 +219,13 @@ class Outbox:
                         self._wake.wait(timeout=wait)
                 continue
             self._attempt(channel, delivery)
+
+    def _drain(self, name: str, channel: Channel) -> None:
+        try:
+            while (delivery := self._next(name)[0]) is not None:
+                self._attempt(channel, delivery)
+        except PyagentError:
+            log.exception("outbox %s: store unavailable", name)
 
     def _next(self, name: str) -> tuple[Delivery | None, float]:
         """The next due delivery of channel ``name``, or None and how long to wait."""

@@ -118,6 +118,18 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class NewIncident:
+    """An incident to record: the alert it is, and its pattern."""
+
+    fingerprint: str
+    pattern_id: str
+    alert_name: str
+    started_at: datetime
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+
 class HistorySQLite:
     """:class:`pyagent.sources.HistorySource` backed by a SQLite file, plus the writes that fill it."""
 
@@ -125,6 +137,7 @@ class HistorySQLite:
         self._path = path
         self._timeout = timeout_seconds
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._ready = False
         self._local = threading.local()
 
@@ -174,9 +187,14 @@ class HistorySQLite:
             conn.close()
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        with self._connect() as conn:
-            row_id = conn.execute(sql, params).lastrowid
-        return row_id or 0
+        [row_id] = self._write_many(sql, [params])
+        return row_id
+
+    def _write_many(self, sql: str, rows: list[tuple[object, ...]]) -> list[int]:
+        """``sql`` once per row in one transaction; the rows' ids. The agent's threads take
+        turns here rather than in SQLite, whose busy handler sleeps a millisecond or more."""
+        with self._write_lock, self._connect() as conn:
+            return [conn.execute(sql, params).lastrowid or 0 for params in rows]
 
     def record_incident(  # noqa: PLR0913 - the incident's columns
         self,
@@ -189,17 +207,26 @@ class HistorySQLite:
         annotations: Mapping[str, str] | None = None,
     ) -> int:
         """Record an incident, with the alert's labels and annotations; returns its id."""
-        return self._write(
+        new = NewIncident(fingerprint, pattern_id, alert_name, started_at, labels or {}, annotations or {})
+        [incident_id] = self.record_incidents([new])
+        return incident_id
+
+    def record_incidents(self, incidents: list[NewIncident]) -> list[int]:
+        """Record several incidents in one transaction; their ids, in order."""
+        return self._write_many(
             "INSERT INTO incidents (fingerprint, pattern_id, alert_name, started_at, labels, annotations)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                fingerprint,
-                pattern_id,
-                alert_name,
-                rfc3339(started_at),
-                json.dumps(dict(labels or {}), sort_keys=True),
-                json.dumps(dict(annotations or {}), sort_keys=True),
-            ),
+            [
+                (
+                    new.fingerprint,
+                    new.pattern_id,
+                    new.alert_name,
+                    rfc3339(new.started_at),
+                    json.dumps(dict(new.labels), sort_keys=True),
+                    json.dumps(dict(new.annotations), sort_keys=True),
+                )
+                for new in incidents
+            ],
         )
 
     def incidents_since(self, after_id: int) -> list[IncidentRecord]:
