@@ -10,7 +10,7 @@ from pathlib import Path
 from pyagent.abort import abort
 from pyagent.access import Access
 from pyagent.agent import Agent
-from pyagent.audit import AuditLog, SplunkForwarder
+from pyagent.audit import AuditLog
 from pyagent.changes import ChangeDesk, ServiceNow
 from pyagent.console.auth import Gate, load_secret
 from pyagent.console.desk import Desk
@@ -40,6 +40,7 @@ from pyagent.sources.model import ChatModel
 from pyagent.sources.novelty import HistoryNovelty
 from pyagent.sources.prometheus_budget import PrometheusErrorBudget
 from pyagent.sources.prometheus_traffic import PrometheusTraffic
+from pyagent.splunk import SplunkForwarder
 from pyagent.store import Store
 from pyagent.supervision import Policy, Supervisor
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from pyagent.audit import RESERVED_KEYS, AuditLog, SplunkForwarder, VerifyResult, canonical_json, seal, verify
+from pyagent.audit import RESERVED_KEYS, AuditLog, VerifyResult, canonical_json, seal, verify
 from pyagent.errors import AuditChainBroken
 from pyagent.opa import free_port
+from pyagent.splunk import SplunkForwarder
 from tests.fakes import FakeHec
 
 START = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
