@@ -111,6 +111,19 @@ test_triggers_are_ordered_by_ceiling if {
 	[t.ceiling | some t in d.triggers] == [0, 1, 2, 3]
 }
 
+test_triggers_of_one_ceiling_are_ordered_by_id if {
+	doc := with_values({
+		"/ai/confidence": 0.7,
+		"/blast_radius/services": 3,
+		"/blast_radius/shared_infrastructure": true,
+		"/guardrails/kill_switch": true,
+	})
+	d := data.escalation.decision with input as doc
+	listed := [t.id | some t in d.triggers; t.ceiling == 2]
+	count(listed) == 4
+	listed == sort(listed)
+}
+
 test_level_is_the_lowest_listed_ceiling if {
 	d := data.escalation.decision with input as with_values({"/error_budget/remaining": 0.5, "/pattern/occurrences": 5})
 	d.level == min({t.ceiling | some t in d.triggers})

@@ -78,10 +78,7 @@ default _change_record_logging := []
 _change_record_logging := ["change_record"] if change_record_required
 
 # triggers by ceiling (lowest first), then by id and message
-_ordered_triggers := [t |
-	some ceiling in numbers.range(0, 4)
-	some t in sort([x | some x in triggers; x.ceiling == ceiling])
-]
+_ordered_triggers := [t | some [_, t] in sort([[x.ceiling, x] | some x in triggers])]
 
 _frameworks_named if count(input.regulatory.frameworks) > 0
 
