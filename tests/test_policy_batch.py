@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pyagent.app import running_agent
+from pyagent.audit import verify
 from pyagent.contract import Decision
 from pyagent.errors import PolicyEngineUnavailable, PolicyError, PolicyInvalid
 from pyagent.opa import EmbeddedOpa, OpaClient, default_policy_dir
@@ -99,3 +100,26 @@ def test_alerts_queued_together_are_decided_together_and_each_recorded(tmp_path:
     decided = records(tmp_path, "decision")
     assert sorted(b["alerts"][0]["fingerprint"] for b in bodies) == sorted(d["fingerprint"] for d in decided)
     assert {2} == {d["level"] for d in decided}
+
+
+def test_a_batch_records_every_decision_before_acting_on_any(tmp_path: Path) -> None:
+    """The batch's decisions are audited together, ahead of its first action step; each alert
+    still gets its own incident in history, its own approval and its own outcome record."""
+    bodies = []
+    for serial in range(5):
+        body = copy.deepcopy(example("level-2-first-occurrence"))
+        body["alerts"][0]["fingerprint"] = f"{serial + 1:016x}"
+        bodies.append(body)
+    record_without_deciding(tmp_path, *bodies)
+    settings = Settings(state_dir=tmp_path, inventory=EXAMPLES / "inventory.yaml", workers=1)
+    with running_agent(settings) as running:
+        assert running.agent.drain(30)
+        approvals = running.desk.supervisor.approvals.listed("pending")
+        incidents = running.agent.sources.history.incidents_since(0)
+    decisions, steps, outcomes = (records(tmp_path, k) for k in ("decision", "action_step", "outcome"))
+    assert 5 == len(decisions) == len(steps) == len(outcomes) == len(approvals) == len(incidents)
+    assert max(d["seq"] for d in decisions) < min(s["seq"] for s in steps)
+    assert [d["decision_id"] for d in decisions] == [o["decision_id"] for o in outcomes]
+    assert {"approval_requested"} == {o["outcome"] for o in outcomes}
+    assert sorted(b["alerts"][0]["fingerprint"] for b in bodies) == sorted(i.fingerprint for i in incidents)
+    assert verify(tmp_path / "audit.jsonl").ok
