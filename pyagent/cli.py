@@ -163,7 +163,7 @@ def serve(
                 app,
                 host=settings.host,
                 port=settings.port,
-                threads=8,
+                threads=settings.server_threads,
                 max_request_body_size=settings.max_body_bytes + 1,
                 ident="pyagent",
             )

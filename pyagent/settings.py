@@ -34,6 +34,7 @@ class Settings:
     splunk_url: str | None = None
     splunk_token: str | None = None
     workers: int = 4
+    server_threads: int = 4  # waitress threads answering HTTP requests
     error_budget: str = "inventory"  # or "prometheus"
     prometheus_url: str | None = None
     prometheus_query: str = SLOTH_QUERY
@@ -152,8 +153,9 @@ def _checked(settings: Settings) -> Settings:
     for name in (settings.executor, *routes.values()):
         if name not in EXECUTORS:
             raise ConfigError(f"executor {name!r} is not one of {', '.join(EXECUTORS)}")
-    if settings.max_concurrent_actions < 1:
-        raise ConfigError("max_concurrent_actions: must be at least 1")
+    for key in ("max_concurrent_actions", "workers", "server_threads"):
+        if getattr(settings, key) < 1:
+            raise ConfigError(f"{key}: must be at least 1")
     if settings.error_budget not in {"inventory", "prometheus"}:
         raise ConfigError(f"error_budget: {settings.error_budget!r} is not inventory or prometheus")
     if settings.error_budget == "prometheus" and not settings.prometheus_url:

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from pyagent import settings
 from pyagent.audit import AuditLog
 from pyagent.cli import main
+from pyagent.errors import ConfigError
 from pyagent.opa import EmbeddedOpa
 from tests.serving import EXAMPLES
 
@@ -131,3 +133,10 @@ def test_audit_verify_exit_codes(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["audit", "verify", str(path)])
     assert 1 == result.exit_code
     assert "chain broken at seq 3" in result.output
+
+
+@pytest.mark.parametrize("key", ["workers", "server_threads", "max_concurrent_actions"])
+def test_a_thread_count_below_one_is_refused(key: str) -> None:
+    assert 2 == getattr(settings.load(None, {f"PYAGENT_{key.upper()}": "2"}, {}), key)
+    with pytest.raises(ConfigError, match=f"{key}: must be at least 1"):
+        settings.load(None, {f"PYAGENT_{key.upper()}": "0"}, {})
