@@ -83,14 +83,21 @@ def test_an_unreachable_opa_fails_every_input_of_a_batch(example_input: dict[str
     assert all(isinstance(a, PolicyEngineUnavailable) for a in answers)
 
 
-def test_alerts_queued_together_are_decided_together_and_each_recorded(tmp_path: Path) -> None:
-    """Alerts waiting when the agent starts go to OPA in one request; each gets its decision."""
+def _recorded_undecided(state: Path, count: int) -> list[dict[str, Any]]:
+    """``count`` level-2 deliveries recorded in the store with no agent running, so the first
+    worker to start finds them all queued."""
     bodies = []
-    for serial in range(6):
+    for serial in range(count):
         body = copy.deepcopy(example("level-2-first-occurrence"))
         body["alerts"][0]["fingerprint"] = f"{serial + 1:016x}"
         bodies.append(body)
-    record_without_deciding(tmp_path, *bodies)
+    record_without_deciding(state, *bodies)
+    return bodies
+
+
+def test_alerts_queued_together_are_decided_together_and_each_recorded(tmp_path: Path) -> None:
+    """Alerts waiting when the agent starts go to OPA in one request; each gets its decision."""
+    bodies = _recorded_undecided(tmp_path, 6)
     settings = Settings(state_dir=tmp_path, inventory=EXAMPLES / "inventory.yaml", workers=1)
     with running_agent(settings) as running:
         assert running.agent.drain(30)
@@ -105,12 +112,7 @@ def test_alerts_queued_together_are_decided_together_and_each_recorded(tmp_path:
 def test_a_batch_records_every_decision_before_acting_on_any(tmp_path: Path) -> None:
     """The batch's decisions are audited together, ahead of its first action step; each alert
     still gets its own incident in history, its own approval and its own outcome record."""
-    bodies = []
-    for serial in range(5):
-        body = copy.deepcopy(example("level-2-first-occurrence"))
-        body["alerts"][0]["fingerprint"] = f"{serial + 1:016x}"
-        bodies.append(body)
-    record_without_deciding(tmp_path, *bodies)
+    bodies = _recorded_undecided(tmp_path, 5)
     settings = Settings(state_dir=tmp_path, inventory=EXAMPLES / "inventory.yaml", workers=1)
     with running_agent(settings) as running:
         assert running.agent.drain(30)
