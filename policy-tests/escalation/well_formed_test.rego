@@ -81,7 +81,7 @@ test_well_formed_only_table_required_fields_present if {
 	data.escalation._well_formed with input as json.filter(base, required_paths)
 }
 
-test_not_well_formed_not_an_object if {
+test_not_well_formed_empty_or_not_an_object if {
 	every doc in [{}, "a string", [1, 2], 42, true, null] {
 		not data.escalation._well_formed with input as doc
 	}
