@@ -7,7 +7,10 @@ process) asking it. Then, in the same run:
 
 1. **Baseline**: a bare ``requests`` POST of the policy input the agent builds for the
    benchmark's alert, to the same OPA, one at a time on a kept-alive session.
-2. **Agent**: for each rate, an open-loop load of single-alert Alertmanager deliveries
+2. **Warm-up**: ``--warmup-seconds`` of load at the lowest rate, not counted, so that the
+   agent, like the baseline's OPA, is measured warm: its connections open, OPA's query
+   for the batch rule compiled, the interpreter's caches filled.
+3. **Agent**: for each rate, an open-loop load of single-alert Alertmanager deliveries
    (each a new alert) for ``--seconds``. An alert's latency runs from the moment it was
    *scheduled* to be sent (so a slow server cannot hide its queue by slowing the client)
    to the ``ts`` of its ``decision`` record in the audit log, which is written, fsynced,
@@ -192,7 +195,17 @@ def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
     return scheduled, failures
 
 
-def run(rates: list[float], seconds: float, baseline_count: int) -> int:
+def _drain(tail: AuditTail, scheduled: dict[str, float], timeout: float = 30.0) -> None:
+    """Wait until every scheduled alert has its decision in the audit log, or ``timeout``."""
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        tail.poll()
+        if all(f in tail.decided for f in scheduled):
+            return
+        time.sleep(0.05)
+
+
+def run(rates: list[float], seconds: float, baseline_count: int, warmup_seconds: float) -> int:
     template = json.loads(TEMPLATE.read_text())
     token = "bench-token"  # noqa: S105 - a local, throwaway token
     with (
@@ -230,6 +243,11 @@ def run(rates: list[float], seconds: float, baseline_count: int) -> int:
             tail = AuditTail(state / "agent" / "audit.jsonl")
             steps = []
             serial = 1
+            if warmup_seconds > 0:
+                webhook = base + "/webhook/alertmanager"
+                warm, _ = load_step(webhook, token, template, rates[0], warmup_seconds, serial)
+                serial += int(rates[0] * warmup_seconds)
+                _drain(tail, warm)
             assert opa.pid is not None
             pids = {"agent": agent.pid, "opa": opa.pid, "load": os.getpid()}
             for rate in rates:
@@ -238,12 +256,7 @@ def run(rates: list[float], seconds: float, baseline_count: int) -> int:
                     base + "/webhook/alertmanager", token, template, rate, seconds, serial
                 )
                 serial += int(rate * seconds)
-                drain_until = time.monotonic() + 30
-                while time.monotonic() < drain_until:
-                    tail.poll()
-                    if all(f in tail.decided for f in scheduled):
-                        break
-                    time.sleep(0.05)
+                _drain(tail, scheduled)
                 cpu_after = _cpu(pids)
                 latencies = [
                     (tail.decided[f] - at) * 1000 for f, at in scheduled.items() if f in tail.decided
@@ -304,9 +317,10 @@ def main() -> int:
     parser.add_argument("--rates", default="50,100,200,300,400", help="offered alerts/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load step")
     parser.add_argument("--baseline-requests", type=int, default=2000)
+    parser.add_argument("--warmup-seconds", type=float, default=3.0, help="uncounted load at the lowest rate")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    return run(rates, args.seconds, args.baseline_requests)
+    return run(rates, args.seconds, args.baseline_requests, args.warmup_seconds)
 
 
 if __name__ == "__main__":
