@@ -38,7 +38,8 @@ class Deadlines:
                 return
             self._keys.add(key)
             heapq.heappush(self._heap, (due, key))
-            self._cond.notify()
+            if self._heap[0][1] == key:  # only a new earliest deadline changes how long to sleep
+                self._cond.notify()
 
     def __len__(self) -> int:
         with self._cond:
