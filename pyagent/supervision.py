@@ -94,11 +94,7 @@ class Supervisor:
 
     def _change_label(self, decision_id: str) -> str | None:
         """The change record as the approver is shown it: id, state and ServiceNow number."""
-        record = self.changes.for_decision(decision_id)
-        if record is None:
-            return None
-        number = f", {record.external_number}" if record.external_number else ""
-        return f"{record.id} ({record.state}{number})"
+        return _label(self.changes.for_decision(decision_id))
 
     def ask(self, case: Case, plan: str, change: ChangeRecord | None) -> Approval:
         """Persist a pending approval for ``case``, announce it, and schedule its deadline."""
@@ -116,7 +112,7 @@ class Supervisor:
             change.id if change else None,
             case.alert.fingerprint,
         )
-        label = self._change_label(case.decision_id)
+        label = _label(change)  # dispatch opened it, or there is none for this decision
         approval = self.approvals.create(
             case.decision_id,
             case.alert_id,
@@ -338,3 +334,11 @@ class Supervisor:
 
 def _rfc3339(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _label(record: ChangeRecord | None) -> str | None:
+    """A change record as the approver is shown it: id, state and ServiceNow number."""
+    if record is None:
+        return None
+    number = f", {record.external_number}" if record.external_number else ""
+    return f"{record.id} ({record.state}{number})"
