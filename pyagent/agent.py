@@ -20,7 +20,7 @@ from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
 from pyagent.briefing import Briefing
 from pyagent.context import Context, Sources, gather
-from pyagent.dispatch import Case, Hands, dispatch
+from pyagent.dispatch import Case, Hands, dispatch_many
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
@@ -164,21 +164,24 @@ class Agent:
                 self._failed(ready.stored.id, exc)
             return
         outcomes: list[tuple[str, dict[str, Any]]] = []
-        for case, history_problem in cases:
-            with self._failures_logged(case.alert_id):
-                outcome = dispatch(case, self.hands)  # executions record their own outcome in history
-                outcomes.append(
-                    (
-                        "outcome",
-                        {
-                            "decision_id": case.decision_id,
-                            "fingerprint": case.alert.fingerprint,
-                            "outcome": outcome,
-                            "level": case.verdict.decision.level,
-                            "history_problem": history_problem,
-                        },
-                    )
+        # executions record their own outcome in history
+        done = dispatch_many([case for case, _ in cases], self.hands)
+        for (case, history_problem), outcome in zip(cases, done, strict=True):
+            if isinstance(outcome, Exception):
+                self._failed(case.alert_id, outcome)
+                continue
+            outcomes.append(
+                (
+                    "outcome",
+                    {
+                        "decision_id": case.decision_id,
+                        "fingerprint": case.alert.fingerprint,
+                        "outcome": outcome,
+                        "level": case.verdict.decision.level,
+                        "history_problem": history_problem,
+                    },
                 )
+            )
         try:
             self.audit.append_many(outcomes)
         except Exception as exc:  # noqa: BLE001 - the actions are done; their outcomes are not audited

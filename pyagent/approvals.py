@@ -179,6 +179,18 @@ def _changed(db: sqlite3.Connection, approval_id: str) -> Approval:
 NoticesFor = Callable[[Approval], Sequence[Notice]]
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One approval to create: the decision, its alert, what is asked, for how long, and the
+    notices that announce it (queued in the same transaction)."""
+
+    decision_id: str
+    alert_id: int
+    request: Request
+    timeout_seconds: float
+    notices: NoticesFor
+
+
 class Approvals:
     """The approvals table and its atomic transitions."""
 
@@ -196,39 +208,55 @@ class Approvals:
         notices: NoticesFor,
     ) -> Approval:
         """A pending approval, with the notices that announce it queued in the same transaction."""
-        approval = Approval(
-            str(uuid.uuid4()),
-            decision_id,
-            alert_id,
-            plan_hash(request.action),
-            "pending",
-            now,
-            now + timeout_seconds,
-            request,
-            None,
-            None,
-            None,
-            None,
-        )
+        [created] = self.create_many([Ask(decision_id, alert_id, request, timeout_seconds, notices)], now)
+        if isinstance(created, Exception):
+            raise created
+        return created
 
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute(
-                INSERT,
-                (
-                    approval.id,
-                    decision_id,
-                    alert_id,
-                    approval.plan_hash,
-                    now,
-                    approval.expires_at,
-                    json.dumps(request.to_json()),
-                ),
+    def create_many(self, asks: list[Ask], now: float) -> list[Approval | Exception]:
+        """:meth:`create` for several decisions, committed together; each approval stands alone
+        (one that fails gets its exception in its place)."""
+        approvals = [
+            Approval(
+                str(uuid.uuid4()),
+                ask.decision_id,
+                ask.alert_id,
+                plan_hash(ask.request.action),
+                "pending",
+                now,
+                now + ask.timeout_seconds,
+                ask.request,
+                None,
+                None,
+                None,
+                None,
             )
-            for notice in notices(approval):
-                enqueue(db, notice, now)
+            for ask in asks
+        ]
 
-        self.store.transact(insert)
-        return approval
+        def inserter(approval: Approval, notices: NoticesFor) -> Callable[[sqlite3.Connection], Approval]:
+            def insert(db: sqlite3.Connection) -> Approval:
+                db.execute(
+                    INSERT,
+                    (
+                        approval.id,
+                        approval.decision_id,
+                        approval.alert_id,
+                        approval.plan_hash,
+                        now,
+                        approval.expires_at,
+                        json.dumps(approval.request.to_json()),
+                    ),
+                )
+                for notice in notices(approval):
+                    enqueue(db, notice, now)
+                return approval
+
+            return insert
+
+        return self.store.transact_each(
+            [inserter(approval, ask.notices) for approval, ask in zip(approvals, asks, strict=True)]
+        )
 
     def get(self, approval_id: str) -> Approval | None:
         row = self.store.transact(lambda db: db.execute(SELECT_ONE, (approval_id,)).fetchone())

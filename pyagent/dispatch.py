@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -36,6 +36,8 @@ ABORT_LEVEL = 3  # level 3 has the abort window; 3 and up act without asking
 
 class Auditor(Protocol):
     def append(self, kind: str, fields: Mapping[str, Any]) -> Any: ...
+
+    def append_many(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> Any: ...
 
 
 class OutcomeHistory(Protocol):
@@ -69,9 +71,10 @@ class Case:
 
 
 class Asker(Protocol):
-    """Asks a human to approve a level-2 case (:class:`pyagent.supervision.Supervisor`)."""
+    """Asks humans to approve level-2 cases (:class:`pyagent.supervision.Supervisor`): an
+    approval per case, or the exception that kept it from being recorded."""
 
-    def ask(self, case: Case, plan: str, change: ChangeRecord | None) -> Approval: ...
+    def ask_many(self, asks: list[tuple[Case, str, ChangeRecord | None]]) -> list[Approval | Exception]: ...
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,13 @@ class Hands:
 
 def audit_step(hands: Hands, decision_id: str, action: ProposedAction, step: str, **fields: Any) -> None:
     """One ``action_step`` audit record."""
-    hands.audit.append(
-        "action_step", {"decision_id": decision_id, "step": step, "action": action.to_json(), **fields}
-    )
+    hands.audit.append(*_step_record(decision_id, action, step, **fields))
+
+
+def _step_record(
+    decision_id: str, action: ProposedAction, step: str, **fields: Any
+) -> tuple[str, dict[str, Any]]:
+    return "action_step", {"decision_id": decision_id, "step": step, "action": action.to_json(), **fields}
 
 
 def _step(hands: Hands, case: Case, step: str, **fields: Any) -> None:
@@ -108,43 +115,88 @@ def _step(hands: Hands, case: Case, step: str, **fields: Any) -> None:
 
 def dispatch(case: Case, hands: Hands) -> str:
     """Carry the decision out; returns what was done (for the audit and the caller)."""
+    [outcome] = dispatch_many([case], hands)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def dispatch_many(cases: list[Case], hands: Hands) -> list[str | Exception]:
+    """:func:`dispatch` for the cases of a batch, in order; a case that failed gets the
+    exception in its place. The level-2 cases are asked together: their approvals are
+    committed with one transaction and their ``approval_requested`` steps audited with one
+    fsync, after the approvals exist, as for one case."""
+    outcomes: dict[int, str | Exception] = {}
+    asking: list[tuple[int, Case, str, ChangeRecord | None]] = []
+    for index, case in enumerate(cases):
+        try:
+            change = _change_record(case, hands)
+            if case.verdict.decision.level == 2:
+                asking.append((index, case, plan_of(hands.executor, case.action), change))
+            else:
+                outcomes[index] = _act(case, hands, change)
+        except Exception as exc:  # noqa: BLE001 - the caller reports it; the other cases go on
+            outcomes[index] = exc
+    if asking:
+        outcomes.update(_ask(asking, hands))
+    return [outcomes[index] for index in range(len(cases))]
+
+
+def _change_record(case: Case, hands: Hands) -> ChangeRecord | None:
+    """The change record, opened (and audited) before anything else when the decision needs one."""
     decision = case.verdict.decision
-    details = {
-        "decision_id": case.decision_id,
-        "level": decision.level,
-        "action": case.action.to_json(),
-        "triggers": [t.to_json() for t in decision.triggers],
-    }
-    change = None
-    if decision.change_record_required and decision.level >= 2:
-        change = hands.changes.open(
-            case.decision_id, case.action, decision.triggers, case.briefing, case.summary
+    if not (decision.change_record_required and decision.level >= 2):
+        return None
+    change = hands.changes.open(case.decision_id, case.action, decision.triggers, case.briefing, case.summary)
+    _step(hands, case, "change_record", change_id=change.id, state=change.state, error=change.last_error)
+    return change
+
+
+def _ask(
+    asking: list[tuple[int, Case, str, ChangeRecord | None]], hands: Hands
+) -> dict[int, str | Exception]:
+    approvals = hands.asker.ask_many([(case, plan, change) for _, case, plan, change in asking])
+    outcomes: dict[int, str | Exception] = {}
+    steps = []
+    for (index, case, plan, _), approval in zip(asking, approvals, strict=True):
+        if isinstance(approval, Exception):
+            outcomes[index] = approval
+            continue
+        approval_step = case.verdict.decision.approval
+        steps.append(
+            _step_record(
+                case.decision_id,
+                case.action,
+                "approval_requested",
+                fingerprint=case.alert.fingerprint,
+                approval_id=approval.id,
+                plan_hash=approval.plan_hash,
+                timeout_seconds=approval_step.timeout_seconds,
+                on_timeout=approval_step.on_timeout,
+                plan=plan,
+            )
         )
-        _step(hands, case, "change_record", change_id=change.id, state=change.state, error=change.last_error)
+        outcomes[index] = "approval_requested"
+    try:
+        hands.audit.append_many(steps)
+    except Exception as exc:  # noqa: BLE001 - the approvals exist; their steps are not audited
+        return {index: exc for index, *_ in asking}
+    return outcomes
+
+
+def _act(case: Case, hands: Hands, change: ChangeRecord | None) -> str:
+    """Levels 0, 1, 3 and 4: record, post context, or execute."""
+    decision = case.verdict.decision
     if decision.level == 0:
         _step(hands, case, "recorded")
         return "recorded"
     if decision.level == 1:
-        hands.notifier.notify("context", case.summary, details)
+        hands.notifier.notify("context", case.summary, _details(case))
         _step(hands, case, "context_posted")
         return "context_posted"
-    if decision.level == 2:
-        plan = plan_of(hands.executor, case.action)
-        approval = hands.asker.ask(case, plan, change)
-        _step(
-            hands,
-            case,
-            "approval_requested",
-            approval_id=approval.id,
-            plan_hash=approval.plan_hash,
-            timeout_seconds=decision.approval.timeout_seconds,
-            on_timeout=decision.approval.on_timeout,
-            plan=plan,
-        )
-        return "approval_requested"
     if change is not None and not change.executable:
         _step(hands, case, "not_executed", reason="change_system_unavailable", error=change.last_error)
-        hands.notifier.notify("not_executed", case.summary, {**details, "detail": change.last_error})
+        hands.notifier.notify("not_executed", case.summary, _details(case, detail=change.last_error))
         return "blocked"
     return execute_action(case, hands)
 

@@ -211,6 +211,14 @@ class Store:
         its result, or what it raised. For the modules that keep their own tables here."""
         return self._run(run, timeout)
 
+    def transact_each(self, runs: list[Callable[[sqlite3.Connection], T]]) -> list[T | Exception]:
+        """Each of ``runs`` as its own operation, committed together (usually one fsync); per
+        run its result, or the exception it raised, which rolled back that run alone."""
+        return [
+            op.error if isinstance(op.error, Exception) else cast("T", op.result)
+            for op in self._run_all(runs)
+        ]
+
     def record_delivery(self, delivery: Delivery) -> list[StoredAlert]:
         """Record every alert of a delivery; return those not seen before (re-deliveries are skipped)."""
         received = _now()
@@ -293,20 +301,20 @@ class Store:
         usually records them all. Each alert's write stands alone: one that fails gets its
         exception in its place, and the others are recorded."""
         ids = [str(uuid.uuid4()) for _ in decided]
-        ops = self._run_all(
+        results = self.transact_each(
             [
                 _decision_writer(stored, decision, digest, id_)
                 for (stored, decision, digest), id_ in zip(decided, ids, strict=True)
             ]
         )
         out: list[tuple[str, bool] | Exception | None] = []
-        for op, decision_id in zip(ops, ids, strict=True):
-            if isinstance(op.error, _AlreadyDecided):
+        for result, decision_id in zip(results, ids, strict=True):
+            if isinstance(result, _AlreadyDecided):
                 out.append(None)  # decided by another worker already
-            elif isinstance(op.error, Exception):
-                out.append(op.error)
+            elif isinstance(result, Exception):
+                out.append(result)
             else:
-                out.append((decision_id, bool(op.result)))
+                out.append((decision_id, result))
         return out
 
     def counts(self) -> dict[str, int]:

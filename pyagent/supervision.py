@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from pyagent.access import Access, Identity, asset_classes
 from pyagent.alerts import Alert
-from pyagent.approvals import Approval, Approvals, Request, plan_hash
+from pyagent.approvals import Approval, Approvals, Ask, Request, plan_hash
 from pyagent.briefing import Briefing
 from pyagent.changes import ChangeDesk, ChangeRecord
 from pyagent.context import Sources, gather
@@ -96,35 +96,33 @@ class Supervisor:
         """The change record as the approver is shown it: id, state and ServiceNow number."""
         return _label(self.changes.for_decision(decision_id))
 
-    def ask(self, case: Case, plan: str, change: ChangeRecord | None) -> Approval:
-        """Persist a pending approval for ``case``, announce it, and schedule its deadline."""
-        decision = case.verdict.decision
-        briefing = case.briefing
-        request = Request(
-            case.action,
-            plan,
-            case.summary,
-            decision.level,
-            decision.triggers,
-            decision.policy.version,
-            briefing,
-            asset_classes(briefing.regulated, briefing.frameworks),
-            change.id if change else None,
-            case.alert.fingerprint,
-        )
-        label = _label(change)  # dispatch opened it, or there is none for this decision
-        approval = self.approvals.create(
-            case.decision_id,
-            case.alert_id,
-            request,
+    def ask_many(self, asks: list[tuple[Case, str, ChangeRecord | None]]) -> list[Approval | Exception]:
+        """Persist a pending approval for each case, committed together, announce each and
+        schedule its deadline; a case whose approval could not be recorded gets the exception
+        in its place."""
+        labels = [_label(change) for _, _, change in asks]  # dispatch opened it, or there is none
+        created = self.approvals.create_many(
+            [
+                Ask(
+                    case.decision_id,
+                    case.alert_id,
+                    _request(case, plan, change),
+                    case.verdict.decision.approval.timeout_seconds,
+                    self._announcer(label),
+                )
+                for (case, plan, change), label in zip(asks, labels, strict=True)
+            ],
             self.clock(),
-            decision.approval.timeout_seconds,
-            lambda created: self.outbox.queued(self.messages.approval_requested(created, label)),
         )
-        self.deadlines.add(approval.id, approval.expires_at)
+        for approval, label in zip(created, labels, strict=True):
+            if not isinstance(approval, Exception):
+                self.deadlines.add(approval.id, approval.expires_at)
+                self.outbox.deliver_local(self.messages.approval_requested(approval, label))
         self.outbox.wake()
-        self.outbox.deliver_local(self.messages.approval_requested(approval, label))
-        return approval
+        return created
+
+    def _announcer(self, label: str | None) -> Callable[[Approval], list[Notice]]:
+        return lambda created: self.outbox.queued(self.messages.approval_requested(created, label))
 
     def decide(self, approval_id: str, verdict: str, seen_plan_hash: str, identity: Identity) -> Approval:
         """One person's answer. Raises an ApprovalRefused subclass, having changed nothing."""
@@ -342,3 +340,20 @@ def _label(record: ChangeRecord | None) -> str | None:
         return None
     number = f", {record.external_number}" if record.external_number else ""
     return f"{record.id} ({record.state}{number})"
+
+
+def _request(case: Case, plan: str, change: ChangeRecord | None) -> Request:
+    """What the approver is asked: the action, its plan, and the decision's reasons."""
+    decision, briefing = case.verdict.decision, case.briefing
+    return Request(
+        case.action,
+        plan,
+        case.summary,
+        decision.level,
+        decision.triggers,
+        decision.policy.version,
+        briefing,
+        asset_classes(briefing.regulated, briefing.frameworks),
+        change.id if change else None,
+        case.alert.fingerprint,
+    )

@@ -35,8 +35,8 @@ PATTERN = "oom-memory-leak"
 class NoApprovals:
     """The approval flow is not under test here: executing never asks anyone."""
 
-    def ask(self, case: Case, plan: str, change: ChangeRecord | None) -> Approval:
-        raise AssertionError(f"execution asked for an approval of {case.decision_id}")
+    def ask_many(self, asks: list[tuple[Case, str, ChangeRecord | None]]) -> list[Approval | Exception]:
+        raise AssertionError(f"execution asked for approvals of {[case.decision_id for case, _, _ in asks]}")
 
 
 class Clock:

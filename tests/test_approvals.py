@@ -12,9 +12,12 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from pyagent.approvals import Approvals, plan_hash
+from pyagent.approvals import Approval, Approvals, Ask, Request, plan_hash
+from pyagent.briefing import Briefing
 from pyagent.cli import main
+from pyagent.errors import StoreUnavailable
 from pyagent.executors import ProposedAction
+from pyagent.notifiers.outbox import Notice, create_table
 from pyagent.notifiers.outbox import history as outbox_history
 from pyagent.notifiers.pagerduty import dedup_key
 from pyagent.store import Store
@@ -319,3 +322,49 @@ def test_the_log_channel_announces_an_approval_once_committed_without_queuing_it
     assert approval["id"] in line
     assert "Approval needed: rolling_restart of Deployment shop/checkout" in line
     assert ["slack"] == channels
+
+
+def _request(name: str) -> Request:
+    briefing = Briefing(
+        alert_name="PodOOMKilled",
+        service=name,
+        environment="production",
+        confidence=0.9,
+        replica_fraction=0.1,
+        services=1,
+        namespaces=("shop",),
+        shared_infrastructure=False,
+        error_budget_remaining=0.5,
+        regulated=False,
+        frameworks=(),
+        pattern_id="oom-memory-leak",
+        occurrences=1,
+        analysis=None,
+        problems=(),
+    )
+    action = ProposedAction("rolling_restart", "Deployment", "shop", name, 0)
+    return Request(action, "plan", "summary", 2, (), "v1", briefing, (), None, f"fp-{name}")
+
+
+def test_approvals_created_together_stand_alone(tmp_path: Path) -> None:
+    """One commit creates a batch's approvals with their notices; a decision that already has
+    an approval fails alone and queues nothing."""
+    store = Store(tmp_path / "agent.db")
+    book = Approvals(store)
+    create_table(store)
+
+    def notices(created: Approval) -> list[Notice]:
+        return [Notice("slack", "approval_request", created.id, {"text": created.decision_id})]
+
+    first = book.create("d-1", 1, _request("checkout"), 1000.0, 600, notices)
+    made = book.create_many([Ask(f"d-{n}", n, _request(f"svc-{n}"), 600, notices) for n in (1, 2, 3)], 2000.0)
+    queued = store.read(lambda db: sorted(p for (p,) in db.execute("SELECT payload FROM notifications")))
+    pending = book.listed("pending")
+    store.close()
+    assert isinstance(made[0], StoreUnavailable)
+    assert ["d-2", "d-3"] == [a.decision_id for a in made[1:] if isinstance(a, Approval)]
+    assert [2600.0, 2600.0] == [a.expires_at for a in made[1:] if isinstance(a, Approval)]
+    assert sorted([first.id, *(a.id for a in made[1:] if isinstance(a, Approval))]) == sorted(
+        a.id for a in pending
+    )
+    assert ['{"text": "d-1"}', '{"text": "d-2"}', '{"text": "d-3"}'] == queued
