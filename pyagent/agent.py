@@ -148,8 +148,9 @@ class Agent:
         Each durable step is taken once for the whole batch: the decisions are recorded with
         one commit and audited with one fsync before any is acted on, the new incidents go
         to history in one transaction, and the outcomes are audited together at the end.
-        An alert whose processing fails stays pending (it is retried at the next start)
-        and does not stop the others."""
+        An alert whose processing fails before its decision is recorded stays pending (it
+        is retried at the next start); a failure after that is logged and counted as an
+        error. Neither stops the others."""
         prepared: list[_Prepared] = []
         for stored in batch:
             with self._failures_logged(stored.id):
@@ -245,7 +246,7 @@ class Agent:
     def _failures_logged(self, alert_id: int) -> Iterator[None]:
         try:
             yield
-        except Exception as exc:  # noqa: BLE001 - the alert stays pending and is retried at the next start
+        except Exception as exc:  # noqa: BLE001 - logged and counted; the batch goes on
             self._failed(alert_id, exc)
 
     def _failed(self, alert_id: int, exc: Exception) -> None:
