@@ -155,7 +155,10 @@ def _change_record(case: Case, hands: Hands) -> ChangeRecord | None:
 def _ask(
     asking: list[tuple[int, Case, str, ChangeRecord | None]], hands: Hands
 ) -> dict[int, str | Exception]:
-    approvals = hands.asker.ask_many([(case, plan, change) for _, case, plan, change in asking])
+    try:
+        approvals = hands.asker.ask_many([(case, plan, change) for _, case, plan, change in asking])
+    except Exception as exc:  # noqa: BLE001 - e.g. the store is closed: no approval was recorded
+        return {index: exc for index, *_ in asking}
     outcomes: dict[int, str | Exception] = {}
     steps = []
     for (index, case, plan, _), approval in zip(asking, approvals, strict=True):

@@ -3,10 +3,13 @@ who may approve, and the JSON API."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -14,13 +17,18 @@ from click.testing import CliRunner
 
 from pyagent.approvals import Approval, Approvals, Ask, Request, plan_hash
 from pyagent.briefing import Briefing
+from pyagent.changes import ChangeRecord
 from pyagent.cli import main
+from pyagent.dispatch import Case, dispatch_many
 from pyagent.errors import StoreUnavailable
 from pyagent.executors import ProposedAction
+from pyagent.executors.dryrun import DryRunExecutor
 from pyagent.notifiers.outbox import Notice, create_table
 from pyagent.notifiers.outbox import history as outbox_history
 from pyagent.notifiers.pagerduty import dedup_key
+from pyagent.opa import OpaClient
 from pyagent.store import Store
+from tests.execution_kit import case, kit
 from tests.fakes import FakeSlack
 from tests.humans import (
     PASSWORDS,
@@ -368,3 +376,30 @@ def test_approvals_created_together_stand_alone(tmp_path: Path) -> None:
         a.id for a in pending
     )
     assert ['{"text": "d-1"}', '{"text": "d-2"}', '{"text": "d-3"}'] == queued
+
+
+class _BrokenAsker:
+    """An approval book that cannot record anything: the store refused the transaction."""
+
+    def ask_many(self, asks: list[tuple[Case, str, ChangeRecord | None]]) -> list[Approval | Exception]:
+        raise StoreUnavailable("store agent.db: disk I/O error")
+
+
+def test_approvals_that_cannot_be_recorded_fail_their_cases_alone(
+    opa: OpaClient, example_input: dict[str, Any], tmp_path: Path
+) -> None:
+    """The level-2 cases of a batch get the store's error; the level-4 case beside them is
+    still executed, and nothing claims an approval was requested."""
+    made = kit(tmp_path / "state", DryRunExecutor())
+    try:
+        hands = replace(made.hands, asker=_BrokenAsker())
+        cautious = copy.deepcopy(example_input)
+        cautious["ai"]["confidence"] = 0.72
+        cases = [case(opa, cautious, made.history, 2), case(opa, example_input, made.history, 4)]
+        outcomes = dispatch_many(cases, hands)
+        steps = [made.steps(c.decision_id) for c in cases]
+    finally:
+        made.close()
+    assert isinstance(outcomes[0], StoreUnavailable)
+    assert "success" == outcomes[1]
+    assert [[], ["execute", "executed", "verified"]] == steps
