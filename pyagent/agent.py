@@ -131,6 +131,9 @@ class Agent:
                 batch.append(more)
             try:
                 self.process_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - a bug must not end the worker thread
+                for stored in batch:
+                    self._failed(stored.id, exc)
             finally:
                 with self._idle:
                     self._busy -= len(batch)
