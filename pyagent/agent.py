@@ -1,7 +1,10 @@
 """The pipeline, wired: validate -> gather context -> ask OPA -> clamp -> dispatch -> audit.
 
-``intake`` records alerts durably and queues them; worker threads ``process`` each one.
-Alerts recorded but not decided when the agent stopped are queued again on ``start``.
+``intake`` records alerts durably and queues them; a worker thread decides whatever is
+queued as one batch and dispatches it. Levels 3 and 4 are carried out on execution threads
+of their own (as many as ``max_concurrent_actions``), so verifying a rollout never holds up
+deciding the next alerts. Alerts recorded but not decided when the agent stopped are queued
+again on ``start``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
 
+EXECUTING_LEVEL = 3  # decisions at this level and above are carried out by the agent
+
 
 @dataclass(frozen=True)
 class _Prepared:
@@ -53,14 +58,20 @@ class Agent:
         hands: Hands,
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        workers: int = 4,
+        workers: int = 1,
         batch_size: int = 16,
+        executions: int = 4,
     ) -> None:
         self.store, self.audit, self.opa, self.sources = store, audit, opa, sources
         self.hands, self.metrics, self.clock, self.workers = hands, metrics, clock, workers
         self.batch_size = batch_size  # alerts decided with one OPA request, at most
+        # levels 3 and 4 execute and verify on threads of their own, so a rollout that takes
+        # minutes to verify never holds up deciding the alerts behind it
+        self.executions = executions
+        self._to_execute: queue.Queue[tuple[Case, str | None] | None] = queue.Queue()
         self._queue: queue.Queue[StoredAlert | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._executors: list[threading.Thread] = []
         self._idle = threading.Condition()
         self._busy = 0
 
@@ -82,9 +93,15 @@ class Agent:
         return len(new), len(delivery.alerts) - len(new)
 
     def _put(self, stored: StoredAlert) -> None:
-        with self._idle:
-            self._busy += 1
+        self._busy_more(1)
         self._queue.put(stored)
+
+    def _busy_more(self, count: int) -> None:
+        """Count alerts queued, being decided or executing; :meth:`drain` waits for none."""
+        with self._idle:
+            self._busy += count
+            if not self._busy:
+                self._idle.notify_all()
 
     def health(self) -> dict[str, bool]:
         return {"opa": self.opa.healthy(), "store": self.store.healthy()}
@@ -97,6 +114,10 @@ class Agent:
             thread = threading.Thread(target=self._work, name=f"pyagent-worker-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        for index in range(self.executions):
+            thread = threading.Thread(target=self._execute, name=f"pyagent-execution-{index}", daemon=True)
+            thread.start()
+            self._executors.append(thread)
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued alert is processed."""
@@ -115,6 +136,11 @@ class Agent:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
+        for _ in self._executors:
+            self._to_execute.put(None)
+        for thread in self._executors:  # one still verifying is resumed at the next start
+            thread.join(timeout=10)
+        self._executors.clear()
 
     def _work(self) -> None:
         while (first := self._queue.get()) is not None:
@@ -135,15 +161,9 @@ class Agent:
                 for stored in batch:
                     self._failed(stored.id, exc)
             finally:
-                with self._idle:
-                    self._busy -= len(batch)
-                    self._idle.notify_all()
+                self._busy_more(-len(batch))
             if stop:
                 return
-
-    def process(self, stored: StoredAlert) -> None:
-        """Decide and act on one recorded alert, auditing each step before acting on it."""
-        self.process_batch([stored])
 
     def process_batch(self, batch: list[StoredAlert]) -> None:
         """Decide the alerts with one question to OPA, then act on each in order.
@@ -167,10 +187,28 @@ class Agent:
             for ready in prepared:
                 self._failed(ready.stored.id, exc)
             return
+        executing = [(c, p) for c, p in cases if c.verdict.decision.level >= EXECUTING_LEVEL]
+        for case, history_problem in executing:
+            self._busy_more(1)
+            self._to_execute.put((case, history_problem))
+        telling = [(c, p) for c, p in cases if c.verdict.decision.level < EXECUTING_LEVEL]
+        done = dispatch_many([case for case, _ in telling], self.hands)
+        self._audit_outcomes(list(zip(telling, done, strict=True)))
+
+    def _execute(self) -> None:
+        """Carry out level-3 and level-4 cases one at a time; executions record their own
+        outcome in history, and the audit gets the outcome record when it is known."""
+        while (item := self._to_execute.get()) is not None:
+            case, history_problem = item
+            try:
+                [outcome] = dispatch_many([case], self.hands)
+                self._audit_outcomes([((case, history_problem), outcome)])
+            finally:
+                self._busy_more(-1)
+
+    def _audit_outcomes(self, done: list[tuple[tuple[Case, str | None], str | Exception]]) -> None:
         outcomes: list[tuple[str, dict[str, Any]]] = []
-        # executions record their own outcome in history
-        done = dispatch_many([case for case, _ in cases], self.hands)
-        for (case, history_problem), outcome in zip(cases, done, strict=True):
+        for (case, history_problem), outcome in done:
             if isinstance(outcome, Exception):
                 self._failed(case.alert_id, outcome)
                 continue
@@ -189,7 +227,7 @@ class Agent:
         try:
             self.audit.append_many(outcomes)
         except Exception as exc:  # noqa: BLE001 - the actions are done; their outcomes are not audited
-            for case, _ in cases:
+            for (case, _), _outcome in done:
                 self._failed(case.alert_id, exc)
 
     def _record(self, prepared: list[_Prepared], verdicts: list[Verdict]) -> list[tuple[Case, str | None]]:

@@ -226,7 +226,16 @@ def running_agent(settings: Settings) -> Iterator[Running]:
         )
         metrics = Metrics()
         metrics.watch_ai_quality(sources.history)
-        agent = Agent(store, audit, client, sources, hands, metrics, workers=settings.workers)
+        agent = Agent(
+            store,
+            audit,
+            client,
+            sources,
+            hands,
+            metrics,
+            workers=settings.workers,
+            executions=settings.max_concurrent_actions,
+        )
         recover(hands)  # before anything can start an execution that would look like a stopped one
         outbox.start()
         stack.callback(outbox.stop)

@@ -33,7 +33,7 @@ class Settings:
     kill_switch_file: Path | None = None
     splunk_url: str | None = None
     splunk_token: str | None = None
-    workers: int = 4
+    workers: int = 1  # threads deciding alerts; levels 3 and 4 execute on max_concurrent_actions others
     server_threads: int = 4  # waitress threads answering HTTP requests
     error_budget: str = "inventory"  # or "prometheus"
     prometheus_url: str | None = None

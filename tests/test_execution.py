@@ -315,12 +315,11 @@ def test_kill_switch_leaves_a_human_approved_action_alone(
         assert "success" == execute_action(approved, hands_kit.hands)
 
 
-def test_a_served_agent_routes_the_target_to_the_kubernetes_executor(
+def _routed_settings(
     world: World, opa_server: EmbeddedOpa, tmp_path: Path
-) -> None:
-    """Webhook in, level 4, the route for this namespace picks Kubernetes; the rest stays dry-run."""
-    world.deployment("checkout", replicas=5)
-    generation = _generation(world, "checkout")
+) -> tuple[Settings, dict[str, Any]]:
+    """An agent whose history qualifies the example OOM restart and whose route sends the
+    world's namespace to Kubernetes, and the level-4 example aimed at that namespace."""
     state = tmp_path / "state"
     state.mkdir()
     history_file.import_incidents(
@@ -338,6 +337,17 @@ def test_a_served_agent_routes_the_target_to_the_kubernetes_executor(
         executor_routes={f"Deployment/{world.namespace}/*": "kubernetes"},
     )
     payload = json.loads(json.dumps(example("level-4-oom-restart")).replace('"shop"', f'"{world.namespace}"'))
+    return settings, payload
+
+
+def test_a_served_agent_routes_the_target_to_the_kubernetes_executor(
+    world: World, opa_server: EmbeddedOpa, tmp_path: Path
+) -> None:
+    """Webhook in, level 4, the route for this namespace picks Kubernetes; the rest stays dry-run."""
+    world.deployment("checkout", replicas=5)
+    generation = _generation(world, "checkout")
+    settings, payload = _routed_settings(world, opa_server, tmp_path)
+    state = settings.state_dir
     with RolloutController(world).running(), serve(settings) as (url, running):
         assert 200 == post(url, payload).status_code
         assert running.agent.drain(60)
@@ -346,3 +356,28 @@ def test_a_served_agent_routes_the_target_to_the_kubernetes_executor(
     assert generation + 1 == _generation(world, "checkout")
     [executed] = [r for r in records(state, "action_step") if r["step"] == "execute"]
     assert executed["plan"].startswith("server-side dry run accepted")
+
+
+def test_an_action_being_verified_does_not_hold_up_deciding_the_next_alert(
+    world: World, opa_server: EmbeddedOpa, tmp_path: Path
+) -> None:
+    """One deciding worker: while a level-4 restart waits for its rollout, a level-2 alert
+    posted after it is decided and put to a human."""
+    world.deployment("checkout", replicas=5)
+    settings, payload = _routed_settings(world, opa_server, tmp_path)
+    settings, state = replace(settings, workers=1), settings.state_dir
+    with serve(settings) as (url, running):
+        assert 200 == post(url, payload).status_code
+        wait_for(lambda: any(r["step"] == "executed" for r in records(state, "action_step")), "the restart")
+        assert 200 == post(url, example("level-2-first-occurrence")).status_code
+        wait_for(
+            lambda: any(r["step"] == "approval_requested" for r in records(state, "action_step")),
+            "the level-2 approval request",
+        )
+        steps_while_verifying = [r["step"] for r in records(state, "action_step")]
+        with RolloutController(world).running():
+            assert running.agent.drain(60)
+    assert "verified" not in steps_while_verifying
+    assert {(4, "success"), (2, "approval_requested")} == {
+        (o["level"], o["outcome"]) for o in records(state, "outcome")
+    }
