@@ -59,7 +59,7 @@ class Agent:
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         workers: int = 1,
-        batch_size: int = 16,
+        batch_size: int = 64,
         executions: int = 4,
     ) -> None:
         self.store, self.audit, self.opa, self.sources = store, audit, opa, sources
