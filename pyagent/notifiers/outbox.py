@@ -152,11 +152,8 @@ class Outbox:
         """Queue notices in a transaction of their own and wake the couriers; deliver those for
         an immediate channel here instead."""
         now = self.clock()
-        configured = [n for n in notices if n.channel in self.channels]
-        for notice in configured:
-            if notice.channel in self.immediate:
-                self._deliver_now(notice)
-        queued = [n for n in configured if n.channel not in self.immediate]
+        self.deliver_local(list(notices))
+        queued = self.queued(list(notices))
         if queued:
             self.store.transact(lambda db: [enqueue(db, n, now) for n in queued])
             self.wake()
