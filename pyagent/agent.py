@@ -23,7 +23,7 @@ from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
 from pyagent.briefing import Briefing
 from pyagent.context import Context, Sources, gather
-from pyagent.dispatch import Case, Hands, dispatch_many
+from pyagent.dispatch import Case, Hands, acts_without_asking, dispatch_many
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
@@ -33,8 +33,6 @@ from pyagent.sources.history_sqlite import NewIncident
 from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
-
-EXECUTING_LEVEL = 3  # decisions at this level and above are carried out by the agent
 
 
 @dataclass(frozen=True)
@@ -187,11 +185,11 @@ class Agent:
             for ready in prepared:
                 self._failed(ready.stored.id, exc)
             return
-        executing = [(c, p) for c, p in cases if c.verdict.decision.level >= EXECUTING_LEVEL]
+        executing = [(c, p) for c, p in cases if acts_without_asking(c)]
         for case, history_problem in executing:
             self._busy_more(1)
             self._to_execute.put((case, history_problem))
-        telling = [(c, p) for c, p in cases if c.verdict.decision.level < EXECUTING_LEVEL]
+        telling = [(c, p) for c, p in cases if not acts_without_asking(c)]
         done = dispatch_many([case for case, _ in telling], self.hands)
         self._audit_outcomes(list(zip(telling, done, strict=True)))
 

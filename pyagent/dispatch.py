@@ -113,19 +113,16 @@ def _step(hands: Hands, case: Case, step: str, **fields: Any) -> None:
     audit_step(hands, case.decision_id, case.action, step, fingerprint=case.alert.fingerprint, **fields)
 
 
-def dispatch(case: Case, hands: Hands) -> str:
-    """Carry the decision out; returns what was done (for the audit and the caller)."""
-    [outcome] = dispatch_many([case], hands)
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
+def acts_without_asking(case: Case) -> bool:
+    """Whether the agent carries the case out itself (levels 3 and 4) rather than asking or telling."""
+    return case.verdict.decision.level >= ABORT_LEVEL
 
 
 def dispatch_many(cases: list[Case], hands: Hands) -> list[str | Exception]:
-    """:func:`dispatch` for the cases of a batch, in order; a case that failed gets the
-    exception in its place. The level-2 cases are asked together: their approvals are
-    committed with one transaction and their ``approval_requested`` steps audited with one
-    fsync, after the approvals exist, as for one case."""
+    """Carry the decisions out, in order; what was done for each (for the audit and the
+    caller), or the exception that stopped it, which leaves the other cases alone. The
+    level-2 cases are asked together: their approvals are committed with one transaction and
+    their ``approval_requested`` steps audited with one fsync, after the approvals exist."""
     outcomes: dict[int, str | Exception] = {}
     asking: list[tuple[int, Case, str, ChangeRecord | None]] = []
     for index, case in enumerate(cases):
@@ -235,7 +232,7 @@ def execute_action(case: Case, hands: Hands) -> str:
     never retried). Every outcome of a real change is recorded in history.
     """
     guardrails = hands.guardrails
-    autonomous = case.verdict.decision.level >= ABORT_LEVEL
+    autonomous = acts_without_asking(case)
     if autonomous and guardrails.kill_switch_engaged():
         return _refuse(case, hands, "the kill switch is engaged")
     with guardrails.slot(case.action.target) as refusal:
