@@ -198,24 +198,9 @@ class Approvals:
         self.store = store
         store.transact(_create)
 
-    def create(  # noqa: PLR0913, PLR0917 - an approval is these facts
-        self,
-        decision_id: str,
-        alert_id: int,
-        request: Request,
-        now: float,
-        timeout_seconds: float,
-        notices: NoticesFor,
-    ) -> Approval:
-        """A pending approval, with the notices that announce it queued in the same transaction."""
-        [created] = self.create_many([Ask(decision_id, alert_id, request, timeout_seconds, notices)], now)
-        if isinstance(created, Exception):
-            raise created
-        return created
-
     def create_many(self, asks: list[Ask], now: float) -> list[Approval | Exception]:
-        """:meth:`create` for several decisions, committed together; each approval stands alone
-        (one that fails gets its exception in its place)."""
+        """A pending approval per ask, each with the notices that announce it queued in the same
+        transaction, committed together; one that fails gets its exception in its place."""
         approvals = [
             Approval(
                 str(uuid.uuid4()),

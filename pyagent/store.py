@@ -283,23 +283,14 @@ class Store:
         self._run(lambda db: db.execute("UPDATE alerts SET state = 'closed' WHERE id = ?", (stored.id,)))
         return True
 
-    def record_decision(
-        self, stored: StoredAlert, decision: dict[str, Any], input_hash: str
-    ) -> tuple[str, bool] | None:
-        """Record the decision for an alert once, opening its incident (one per fingerprint and
-        startsAt) in the same transaction; (decision id, whether the incident is new), or None
-        when the alert already has a decision."""
-        [recorded] = self.record_decisions([(stored, decision, input_hash)])
-        if isinstance(recorded, Exception):
-            raise recorded
-        return recorded
-
     def record_decisions(
         self, decided: list[tuple[StoredAlert, dict[str, Any], str]]
     ) -> list[tuple[str, bool] | Exception | None]:
-        """:meth:`record_decision` for several alerts, queued together so that one commit
-        usually records them all. Each alert's write stands alone: one that fails gets its
-        exception in its place, and the others are recorded."""
+        """Record each alert's decision once, opening its incident (one per fingerprint and
+        startsAt) in the same transaction, the alerts queued together so that one commit
+        usually records them all; per alert (decision id, whether the incident is new), None
+        when the alert already has a decision, or the exception that kept it from being
+        recorded (the others are recorded)."""
         ids = [str(uuid.uuid4()) for _ in decided]
         results = self.transact_each(
             [

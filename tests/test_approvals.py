@@ -364,7 +364,8 @@ def test_approvals_created_together_stand_alone(tmp_path: Path) -> None:
     def notices(created: Approval) -> list[Notice]:
         return [Notice("slack", "approval_request", created.id, {"text": created.decision_id})]
 
-    first = book.create("d-1", 1, _request("checkout"), 1000.0, 600, notices)
+    [first] = book.create_many([Ask("d-1", 1, _request("checkout"), 600, notices)], 1000.0)
+    assert isinstance(first, Approval)
     made = book.create_many([Ask(f"d-{n}", n, _request(f"svc-{n}"), 600, notices) for n in (1, 2, 3)], 2000.0)
     queued = store.read(lambda db: sorted(p for (p,) in db.execute("SELECT payload FROM notifications")))
     pending = book.listed("pending")

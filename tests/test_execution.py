@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pyagent.abort import abort
-from pyagent.dispatch import Case, dispatch, execute_action
+from pyagent.dispatch import Case, dispatch_many, execute_action
 from pyagent.errors import AbortRefused
 from pyagent.ledger import Ledger
 from pyagent.opa import EmbeddedOpa, OpaClient
@@ -57,7 +57,7 @@ def test_level_4_restart_succeeds_and_is_learned(
     world.deployment("web")
     the_case = _case(opa, example_input, world, hands_kit, 4)
     with RolloutController(world).running():
-        outcome = dispatch(the_case, hands_kit.hands)
+        [outcome] = dispatch_many([the_case], hands_kit.hands)
     assert "success" == outcome
     assert ["execute", "executed", "verified"] == hands_kit.steps(the_case.decision_id)
     facts = hands_kit.history.stats(PATTERN, "rolling_restart", START)

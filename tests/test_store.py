@@ -155,7 +155,7 @@ def test_decisions_recorded_together_stand_alone(tmp_path: Path) -> None:
     alerts = tuple(firing_alert({"alertname": "X"}, fingerprint=f"fp-{n}") for n in range(3))
     stored = store.record_delivery(AlertGroup("{}:{}", "firing", "pyagent", 0, alerts))
     decision = {"level": 2}
-    first = store.record_decision(stored[1], decision, "h1")
+    [first] = store.record_decisions([(stored[1], decision, "h1")])
     recorded = store.record_decisions([(s, decision, f"h{n}") for n, s in enumerate(stored)])
     counts = store.counts()
     store.close()
