@@ -288,30 +288,29 @@ def test_deployment_of_pod_reads_only_deployment_pod_names(pod: str, deployment:
 # --- figures the cluster lacks --------------------------------------------------------------------
 
 
+def _figures(tmp_path: Path, service: dict[str, Any]) -> InventoryFile:
+    """An inventory file with one service's figures, as the Kubernetes source reads them."""
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"services": [service]}))
+    return InventoryFile(path)
+
+
 def test_traffic_and_budget_come_from_the_inventory_file(
     admin: Admin, kubeconfig: Path, tmp_path: Path
 ) -> None:
     ns = admin.namespace()
     admin.deployment(ns, "checkout", 10, max_unavailable=3)
-    figures = tmp_path / "inventory.yaml"
-    figures.write_text(
-        yaml.safe_dump(
-            {
-                "services": [
-                    {
-                        "name": "checkout",
-                        "namespace": ns,
-                        "traffic_fraction": 0.05,
-                        "error_budget_remaining": 0.8,
-                        "deployments": [{"name": "checkout", "replicas": 1, "stateless": False}],
-                    }
-                ]
-            }
-        )
+    figures = _figures(
+        tmp_path,
+        {
+            "name": "checkout",
+            "namespace": ns,
+            "traffic_fraction": 0.05,
+            "error_budget_remaining": 0.8,
+            "deployments": [{"name": "checkout", "replicas": 1, "stateless": False}],
+        },
     )
-    facts = KubeInventory(KubeTarget(kubeconfig), figures=InventoryFile(figures)).lookup(
-        oom(ns, deployment="checkout")
-    )
+    facts = KubeInventory(KubeTarget(kubeconfig), figures=figures).lookup(oom(ns, deployment="checkout"))
     assert () == facts.problems
     assert (0.05, 0.8) == (facts.traffic_fraction, facts.error_budget_remaining)
     assert (0.3, True) == (facts.replica_fraction, facts.stateless)  # the cluster's, not the file's
@@ -322,22 +321,16 @@ def test_figures_are_found_for_the_deployment_an_alert_names_by_pod(
 ) -> None:
     ns = admin.namespace()
     admin.deployment(ns, "checkout", 10, max_unavailable=3)
-    figures = tmp_path / "inventory.yaml"
-    figures.write_text(
-        yaml.safe_dump(
-            {
-                "services": [
-                    {
-                        "name": "shop",
-                        "namespace": ns,
-                        "error_budget_remaining": 0.7,
-                        "deployments": [{"name": "checkout", "replicas": 1, "stateless": True}],
-                    }
-                ]
-            }
-        )
+    figures = _figures(
+        tmp_path,
+        {
+            "name": "shop",
+            "namespace": ns,
+            "error_budget_remaining": 0.7,
+            "deployments": [{"name": "checkout", "replicas": 1, "stateless": True}],
+        },
     )
-    facts = KubeInventory(KubeTarget(kubeconfig), figures=InventoryFile(figures)).lookup(
+    facts = KubeInventory(KubeTarget(kubeconfig), figures=figures).lookup(
         oom(ns, pod="checkout-7d9f8b6c5-x2k4q")
     )
     assert ((), 0.7) == (facts.problems, facts.error_budget_remaining)
