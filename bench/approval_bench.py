@@ -133,7 +133,7 @@ def main() -> int:
         finally:
             process.terminate()
             process.wait(timeout=30)
-        intake = {r["fingerprint"]: _epoch(r["ts"]) for r in _records(state, "intake")}
+        intake = {r["fingerprint"]: _epoch(r["received_at"]) for r in _records(state, "intake")}
         from_send, from_intake = [], []
         for request in slack.received("/api/chat.postMessage"):
             text = json.dumps(request.json()["blocks"])

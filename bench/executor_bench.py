@@ -137,7 +137,8 @@ def _server_side(audit: Path) -> dict[str, list[float]]:
     for record in records:
         mark = record["kind"] if record["kind"] in {"intake", "decision"} else record.get("step")
         if mark in {"intake", "decision", "execute", "executed"} and "fingerprint" in record:
-            marks.setdefault(record["fingerprint"], {})[mark] = datetime.fromisoformat(record["ts"])
+            moment = record["received_at"] if mark == "intake" else record["ts"]
+            marks.setdefault(record["fingerprint"], {})[mark] = datetime.fromisoformat(moment)
     complete = [m for m in marks.values() if len(m) == 4]
     spans = {"intake -> patch answered": [(m["executed"] - m["intake"]).total_seconds() for m in complete]}
     for start, end in STAGES:

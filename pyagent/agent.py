@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pyagent.alerts import Delivery
-from pyagent.audit import AuditLog
+from pyagent.audit import AuditLog, rfc3339
 from pyagent.briefing import Briefing
-from pyagent.context import Context, Sources, gather
+from pyagent.context import Context, Sources, gather_many
 from pyagent.dispatch import Case, Hands, acts_without_asking, dispatch_many
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
@@ -33,6 +33,23 @@ from pyagent.sources.history_sqlite import NewIncident
 from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
+
+
+def _intake_record(stored: StoredAlert) -> tuple[str, dict[str, Any]]:
+    """The audit record of an alert taken in: written with the first record of what was done
+    with it, so that the webhook's answer waits for one fsync (the store's), not two."""
+    alert = stored.alert
+    return (
+        "intake",
+        {
+            "alert_id": stored.id,
+            "fingerprint": alert.fingerprint,
+            "group_key": alert.group_key,
+            "status": alert.status,
+            "truncated_alerts": alert.truncated_alerts,
+            "received_at": rfc3339(datetime.fromisoformat(stored.received_at)),
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -77,16 +94,6 @@ class Agent:
         """Record a delivery durably, queue its new alerts; (accepted, duplicates)."""
         new = self.store.record_delivery(delivery)
         for stored in new:
-            self.audit.append(
-                "intake",
-                {
-                    "alert_id": stored.id,
-                    "fingerprint": stored.alert.fingerprint,
-                    "group_key": stored.alert.group_key,
-                    "status": stored.alert.status,
-                    "truncated_alerts": stored.alert.truncated_alerts,
-                },
-            )
             self._put(stored)
         return len(new), len(delivery.alerts) - len(new)
 
@@ -172,11 +179,7 @@ class Agent:
         An alert whose processing fails before its decision is recorded stays pending (it
         is retried at the next start); a failure after that is logged and counted as an
         error. Neither stops the others."""
-        prepared: list[_Prepared] = []
-        for stored in batch:
-            with self._failures_logged(stored.id):
-                if (ready := self._prepare(stored)) is not None:
-                    prepared.append(ready)
+        prepared = self._prepare(batch)
         if not prepared:
             return
         try:
@@ -240,7 +243,16 @@ class Agent:
                 self._failed(ready.stored.id, result)
             elif result is not None:  # None: decided by another worker already
                 decided.append((ready, verdict, *result))
-        self.audit.append_many([self._decision_record(r, v, decision_id) for r, v, decision_id, _ in decided])
+        self.audit.append_many(
+            [
+                record
+                for ready, verdict, decision_id, _ in decided
+                for record in (
+                    _intake_record(ready.stored),
+                    self._decision_record(ready, verdict, decision_id),
+                )
+            ]
+        )
         incidents, problem = self._open_incidents([r for r, _, _, opened in decided if opened])
         cases = []
         for ready, verdict, decision_id, opened in decided:
@@ -292,26 +304,45 @@ class Agent:
         log.error("processing alert %s failed", alert_id, exc_info=exc)
         self.metrics.errors.labels(type(exc).__name__).inc()
 
-    def _prepare(self, stored: StoredAlert) -> _Prepared | None:
-        """Close a resolved alert, skip one resolved before it was decided; else gather its context."""
+    def _prepare(self, batch: list[StoredAlert]) -> list[_Prepared]:
+        """Close resolved alerts, skip those resolved before they were decided; gather the
+        context of the others, at one moment."""
+        firing: list[StoredAlert] = []
+        for stored in batch:
+            with self._failures_logged(stored.id):
+                if self._still_firing(stored):
+                    firing.append(stored)
+        try:
+            contexts = gather_many([stored.alert for stored in firing], self.clock(), self.sources)
+        except Exception as exc:  # noqa: BLE001 - a bug in a source: these stay pending, the worker goes on
+            for stored in firing:
+                self._failed(stored.id, exc)
+            return []
+        return [
+            _Prepared(
+                stored, context, Question(context.policy_input(), context.health_ceiling, context.problems)
+            )
+            for stored, context in zip(firing, contexts, strict=True)
+        ]
+
+    def _still_firing(self, stored: StoredAlert) -> bool:
+        """False for a resolved alert (its incident is closed) and for one whose resolved
+        notification is already recorded (nothing to act on); both are audited."""
         alert = stored.alert
         if alert.status == "resolved":
             self.store.close_incident(stored)
-            self.audit.append("resolved", {"alert_id": stored.id, "fingerprint": alert.fingerprint})
-            return None
+            closed = {"alert_id": stored.id, "fingerprint": alert.fingerprint}
+            self.audit.append_many([_intake_record(stored), ("resolved", closed)])
+            return False
         if self.store.close_if_resolved(stored):
-            self.audit.append(
-                "skipped",
-                {
-                    "alert_id": stored.id,
-                    "fingerprint": alert.fingerprint,
-                    "reason": "the alert resolved before it was decided; nothing to act on",
-                },
-            )
-            return None
-        context = gather(alert, self.clock(), self.sources)
-        policy_input = context.policy_input()
-        return _Prepared(stored, context, Question(policy_input, context.health_ceiling, context.problems))
+            skipped = {
+                "alert_id": stored.id,
+                "fingerprint": alert.fingerprint,
+                "reason": "the alert resolved before it was decided; nothing to act on",
+            }
+            self.audit.append_many([_intake_record(stored), ("skipped", skipped)])
+            return False
+        return True
 
     def _decide(self, questions: list[Question]) -> list[Verdict]:
         started = time.perf_counter()

@@ -11,7 +11,7 @@ group Alertmanager truncated (``truncatedAlerts > 0``) is incomplete context too
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -148,40 +148,81 @@ def gather(alert: Alert, now: datetime, sources: Sources) -> Context:
 
     With a ``budget`` source, the error budget comes from it instead of the inventory.
     """
-    inventory, history, diagnoser = sources.inventory, sources.history, sources.diagnoser
-    guardrails, budget = sources.guardrails, sources.budget
-    diagnosis = _ask(lambda: diagnoser.diagnose(alert), lambda why: Diagnosis.unavailable(alert, why))
-    stats = _ask(
-        lambda: history.stats(diagnosis.pattern_id, diagnosis.action_type, now), HistoryFacts.worst_case
-    )
-    facts = _ask(lambda: inventory.lookup(alert), lambda why: InventoryFacts.worst_case(alert, why))
-    state = _ask(lambda: guardrails.state(now), GuardrailFacts.worst_case)
+    [context] = gather_many([alert], now, sources)
+    return context
+
+
+def gather_many(alerts: Sequence[Alert], now: datetime, sources: Sources) -> list[Context]:
+    """:func:`gather` for several alerts at one moment, asking each source no more than its
+    answers can differ: the guardrails once, the novelty index brought up to date once, the
+    history once per pattern and action, the error budget once per service. Within a batch
+    these answers cannot differ: nothing the batch does is recorded before all of it is
+    decided. The diagnosis and the inventory are asked per alert."""
+    asked = _Asked(now, sources)
     assessor = sources.novelty or HistoryNovelty(sources.history)
-    novelty = _ask(lambda: assessor.assess(alert, now), NoveltyFacts.worst_case)
-    budget_problems: tuple[str, ...] = ()
-    if budget is not None:
-        service, namespace = facts.service or facts.target.name, facts.target.namespace
-        reading = _ask(lambda: budget.remaining(service, namespace, now), BudgetFacts.worst_case)
-        facts = replace(facts, error_budget_remaining=reading.remaining)
-        budget_problems = reading.problems
-    truncated = alert.truncated_alerts
-    problems = (
-        *([f"alertmanager: {truncated} alerts of the group were truncated"] if truncated > 0 else []),
-        *(f"diagnosis: {p}" for p in diagnosis.problems),
-        *(f"history: {p}" for p in stats.problems),
-        *(f"inventory: {p}" for p in facts.problems),
-        *(f"guardrails: {p}" for p in state.problems),
-        *(f"error budget: {p}" for p in budget_problems),
-        *(f"novelty: {p}" for p in novelty.problems),
-    )
-    return Context(
-        now=now,
-        alert=alert,
-        diagnosis=diagnosis,
-        history=stats,
-        inventory=facts,
-        guardrails=state,
-        action=sources.catalog.spec(diagnosis.action_type),
-        problems=problems,
-        novelty=novelty,
-    )
+    try:
+        novelties = assessor.assess_many(alerts, now)
+    except Exception as exc:  # noqa: BLE001 - a failing source is a fact (its worst case), never a crash
+        novelties = [NoveltyFacts.worst_case(f"{type(exc).__name__}: {exc}") for _ in alerts]
+    return [asked.context(alert, novelty) for alert, novelty in zip(alerts, novelties, strict=True)]
+
+
+class _Asked:
+    """The answers of one moment, each source asked once per distinct question."""
+
+    def __init__(self, now: datetime, sources: Sources) -> None:
+        self.now, self.sources = now, sources
+        self.guardrails = _ask(lambda: sources.guardrails.state(now), GuardrailFacts.worst_case)
+        self._stats: dict[tuple[str, str], HistoryFacts] = {}
+        self._budgets: dict[tuple[str, str], BudgetFacts] = {}
+
+    def stats(self, pattern_id: str, action_type: str) -> HistoryFacts:
+        key = (pattern_id, action_type)
+        if key not in self._stats:
+            history = self.sources.history
+            self._stats[key] = _ask(
+                lambda: history.stats(pattern_id, action_type, self.now), HistoryFacts.worst_case
+            )
+        return self._stats[key]
+
+    def budget(self, budget: ErrorBudgetSource, service: str, namespace: str) -> BudgetFacts:
+        key = (service, namespace)
+        if key not in self._budgets:
+            self._budgets[key] = _ask(
+                lambda: budget.remaining(service, namespace, self.now), BudgetFacts.worst_case
+            )
+        return self._budgets[key]
+
+    def context(self, alert: Alert, novelty: NoveltyFacts) -> Context:
+        sources, now = self.sources, self.now
+        inventory, diagnoser = sources.inventory, sources.diagnoser
+        diagnosis = _ask(lambda: diagnoser.diagnose(alert), lambda why: Diagnosis.unavailable(alert, why))
+        stats = self.stats(diagnosis.pattern_id, diagnosis.action_type)
+        facts = _ask(lambda: inventory.lookup(alert), lambda why: InventoryFacts.worst_case(alert, why))
+        budget_problems: tuple[str, ...] = ()
+        if sources.budget is not None:
+            service, namespace = facts.service or facts.target.name, facts.target.namespace
+            reading = self.budget(sources.budget, service, namespace)
+            facts = replace(facts, error_budget_remaining=reading.remaining)
+            budget_problems = reading.problems
+        truncated = alert.truncated_alerts
+        problems = (
+            *([f"alertmanager: {truncated} alerts of the group were truncated"] if truncated > 0 else []),
+            *(f"diagnosis: {p}" for p in diagnosis.problems),
+            *(f"history: {p}" for p in stats.problems),
+            *(f"inventory: {p}" for p in facts.problems),
+            *(f"guardrails: {p}" for p in self.guardrails.problems),
+            *(f"error budget: {p}" for p in budget_problems),
+            *(f"novelty: {p}" for p in novelty.problems),
+        )
+        return Context(
+            now=now,
+            alert=alert,
+            diagnosis=diagnosis,
+            history=stats,
+            inventory=facts,
+            guardrails=self.guardrails,
+            action=sources.catalog.spec(diagnosis.action_type),
+            problems=problems,
+            novelty=novelty,
+        )

@@ -76,6 +76,7 @@ class StoredAlert:
 
     id: int
     alert: Alert
+    received_at: str  # ISO 8601, UTC
 
 
 @dataclass
@@ -236,7 +237,7 @@ class Store:
                     " VALUES (?, ?, ?, ?, ?)",
                     (alert.fingerprint, alert.status, alert.starts_at, json.dumps(alert.to_json()), received),
                 )
-                new.append(StoredAlert(int(cursor.lastrowid or 0), alert))
+                new.append(StoredAlert(int(cursor.lastrowid or 0), alert, received))
             return new
 
         return self._run(record)
@@ -245,10 +246,10 @@ class Store:
         """Alerts recorded but not yet decided or closed, oldest first."""
         rows = self._run(
             lambda db: db.execute(
-                "SELECT id, alert FROM alerts WHERE state = 'pending' ORDER BY id"
+                "SELECT id, alert, received_at FROM alerts WHERE state = 'pending' ORDER BY id"
             ).fetchall()
         )
-        return [StoredAlert(row[0], Alert.from_json(json.loads(row[1]))) for row in rows]
+        return [StoredAlert(row[0], Alert.from_json(json.loads(row[1])), row[2]) for row in rows]
 
     def close_incident(self, stored: StoredAlert) -> None:
         """A resolved alert closes its incident; nothing is decided for it."""

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pyagent.alerts import Alert
-from pyagent.context import Context, Sources, gather
+from pyagent.context import Context, Sources, gather, gather_many
 from pyagent.contract import validate
 from pyagent.sources import Diagnoser, Diagnosis, InventoryFacts, InventorySource
 from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser
@@ -204,3 +204,40 @@ def test_gather_counts_recent_autonomous_actions_and_the_kill_switch_file(
     context, document = run(tmp_path, alert(OOM_LABELS), inventory, history)
     assert document["guardrails"] == {"kill_switch": True, "autonomous_actions_in_window": 1}
     assert context.health_ceiling == 4
+
+
+def test_gather_many_gives_each_alert_what_gather_gives_it_alone(
+    tmp_path: Path, inventory: InventoryFile, history: HistorySQLite
+) -> None:
+    """Sources asked once per batch (guardrails), per pattern and action (history) or once for
+    the novelty index must not blur alerts together: each context is the one it gets alone."""
+    subjects = [
+        alert(OOM_LABELS),
+        alert({**OOM_LABELS, "pod": "checkout-2"}),
+        alert({"alertname": "KubeDeploymentReplicasMismatch", "namespace": "web", "deployment": "docs"}),
+        alert({"alertname": "SomethingNeverSeen", "namespace": "shop", "deployment": "checkout"}),
+        alert(OOM_LABELS, {"summary": "checkout OOM again"}),
+    ]
+    (tmp_path / "kill-switch").touch()
+    guardrails = FileGuardrails(tmp_path / "kill-switch", history.count_autonomous_actions, 3600)
+    sources = Sources(inventory, history, CatalogDiagnoser(), guardrails, CATALOG)
+    together = gather_many(subjects, NOW, sources)
+    alone = [gather(subject, NOW, sources) for subject in subjects]
+    assert [c.policy_input() for c in alone] == [c.policy_input() for c in together]
+    assert [c.problems for c in alone] == [c.problems for c in together]
+    assert {c.diagnosis.pattern_id for c in together} >= {"oom-memory-leak"}
+    assert all(c.guardrails.kill_switch for c in together)
+
+
+def test_gather_many_with_every_source_broken_gives_each_alert_its_worst_case(tmp_path: Path) -> None:
+    corrupt = tmp_path / "history.db"
+    corrupt.write_bytes(b"this is not a database, " * 100)
+    history = HistorySQLite(corrupt)
+    guardrails = FileGuardrails(tmp_path / "kill-switch", history.count_autonomous_actions, 3600)
+    sources = Sources(UnreachableInventory(), history, CrashingDiagnoser(), guardrails, CATALOG)
+    contexts = gather_many([alert(OOM_LABELS), alert({"alertname": "Other"})], NOW, sources)
+    for context in contexts:
+        validate("input", context.policy_input())
+        assert context.health_ceiling == 1
+        sources_down = [p.split(":")[0] for p in context.problems]
+        assert sources_down == ["diagnosis", "history", "inventory", "guardrails", "novelty"]

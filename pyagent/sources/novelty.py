@@ -34,7 +34,7 @@ import bisect
 import heapq
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -115,6 +115,10 @@ class IncidentHistory(Protocol):
 
 class NoveltySource(Protocol):
     def assess(self, alert: Alert, now: datetime) -> NoveltyFacts: ...
+
+    def assess_many(self, alerts: Sequence[Alert], now: datetime) -> list[NoveltyFacts]:
+        """One :meth:`assess` per alert, all against the same history."""
+        ...
 
 
 def _pairs(labels: Mapping[str, str]) -> dict[tuple[str, str], float]:
@@ -261,13 +265,18 @@ class HistoryNovelty:
         self._lock = threading.Lock()
 
     def assess(self, alert: Alert, now: datetime) -> NoveltyFacts:
-        mine, at = Features.of_alert(alert), _rfc3339(now)
+        [facts] = self.assess_many([alert], now)
+        return facts
+
+    def assess_many(self, alerts: Sequence[Alert], now: datetime) -> list[NoveltyFacts]:
+        """Each alert against the history as it stands: the index is brought up to date once."""
+        mine, at = [Features.of_alert(alert) for alert in alerts], _rfc3339(now)
         with self._lock:
             try:
                 self._refresh()
             except HistoryError as exc:
-                return NoveltyFacts.worst_case(str(exc), self.threshold)
-            return self._nearest(mine, at)
+                return [NoveltyFacts.worst_case(str(exc), self.threshold) for _ in alerts]
+            return [self._nearest(features, at) for features in mine]
 
     def _label_overlaps(self, mine: Features) -> dict[int, float]:
         """For each group sharing a label pair with ``mine``: the shared pairs' weight."""
