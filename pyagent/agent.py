@@ -5,6 +5,11 @@ queued as one batch and dispatches it. Levels 3 and 4 are carried out on executi
 of their own (as many as ``max_concurrent_actions``), so verifying a rollout never holds up
 deciding the next alerts. Alerts recorded but not decided when the agent stopped are queued
 again on ``start``.
+
+The alerts of one batch are gathered before any of them is recorded, so they do not see
+each other in history: fewer occurrences and a pattern still novel only lower autonomy. The
+rate limit, where a missing count would raise it, counts every autonomous decision not yet
+executed, and the batch's own in order (see :mod:`pyagent.inflight`).
 """
 
 from __future__ import annotations
@@ -20,36 +25,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pyagent.alerts import Delivery
-from pyagent.audit import AuditLog, rfc3339
+from pyagent.audit import AuditLog
 from pyagent.briefing import Briefing
 from pyagent.context import Context, Sources, gather_many
-from pyagent.dispatch import Case, Hands, acts_without_asking, dispatch_many
+from pyagent.dispatch import ABORT_LEVEL, Case, Hands, acts_without_asking, dispatch_many
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
+from pyagent.inflight import InFlight
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Question, Verdict, decide_many
+from pyagent.records import decision_record, intake_record
 from pyagent.sources.history_sqlite import NewIncident
 from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
-
-
-def _intake_record(stored: StoredAlert) -> tuple[str, dict[str, Any]]:
-    """The audit record of an alert taken in: written with the first record of what was done
-    with it, so that the webhook's answer waits for one fsync (the store's), not two."""
-    alert = stored.alert
-    return (
-        "intake",
-        {
-            "alert_id": stored.id,
-            "fingerprint": alert.fingerprint,
-            "group_key": alert.group_key,
-            "status": alert.status,
-            "truncated_alerts": alert.truncated_alerts,
-            "received_at": rfc3339(datetime.fromisoformat(stored.received_at)),
-        },
-    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +49,19 @@ class _Prepared:
     stored: StoredAlert
     context: Context
     question: Question
+
+    @classmethod
+    def of(cls, stored: StoredAlert, context: Context) -> _Prepared:
+        return cls(
+            stored, context, Question(context.policy_input(), context.health_ceiling, context.problems)
+        )
+
+    def counting_also(self, decided: int) -> _Prepared:
+        """Asked again with ``decided`` more autonomous actions in the rate-limit window."""
+        return self if not decided else _Prepared.of(self.stored, self.context.counting_also(decided))
+
+
+_Decided = tuple[_Prepared, Verdict]
 
 
 class Agent:
@@ -85,6 +88,7 @@ class Agent:
         self.executions = executions
         self._to_execute: queue.Queue[tuple[Case, str | None] | None] = queue.Queue()
         self._queue: queue.Queue[StoredAlert | None] = queue.Queue()
+        self._in_flight = InFlight()
         self._threads: list[threading.Thread] = []
         self._executors: list[threading.Thread] = []
         self._idle = threading.Condition()
@@ -148,30 +152,37 @@ class Agent:
         self._executors.clear()
 
     def _work(self) -> None:
-        while (first := self._queue.get()) is not None:
-            batch = [first]
-            stop = False
-            while len(batch) < self.batch_size:  # whatever else is queued now goes in one OPA request
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
+        """Take whatever is queued (up to ``batch_size``), decide it with one OPA request, and
+        carry it out."""
+        stop = False
+        while not stop:
+            batch, stop = self._next_batch()
             try:
-                self.process_batch(batch)
+                self._carry_out(self._decide(self._prepare(batch)))
             except Exception as exc:  # noqa: BLE001 - a bug must not end the worker thread
-                for stored in batch:
+                for stored in batch:  # one decided stays counted as in flight: the safe side of a bug
                     self._failed(stored.id, exc)
             finally:
                 self._busy_more(-len(batch))
-            if stop:
-                return
 
-    def process_batch(self, batch: list[StoredAlert]) -> None:
-        """Decide the alerts with one question to OPA, then act on each in order.
+    def _next_batch(self) -> tuple[list[StoredAlert], bool]:
+        """The alerts queued now, at least one; and whether the agent is stopping."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self.batch_size:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return batch, True
+            batch.append(more)
+        return batch, False
+
+    def _carry_out(self, decided: list[_Decided]) -> None:
+        """Record the decisions, then act on each in order.
 
         Each durable step is taken once for the whole batch: the decisions are recorded with
         one commit and audited with one fsync before any is acted on, the new incidents go
@@ -179,15 +190,19 @@ class Agent:
         An alert whose processing fails before its decision is recorded stays pending (it
         is retried at the next start); a failure after that is logged and counted as an
         error. Neither stops the others."""
-        prepared = self._prepare(batch)
-        if not prepared:
+        if not decided:
             return
         try:
-            cases = self._record(prepared, self._decide([p.question for p in prepared]))
+            cases = self._record(decided)
         except Exception as exc:  # noqa: BLE001 - e.g. the audit log failed: nothing is acted on
-            for ready in prepared:
+            for ready, _ in decided:
                 self._failed(ready.stored.id, exc)
+                self._in_flight.done(ready.stored.id)
             return
+        recorded = {case.alert_id for case, _ in cases}
+        for ready, _ in decided:
+            if ready.stored.id not in recorded:  # failed, or decided by another worker: never executed
+                self._in_flight.done(ready.stored.id)
         executing = [(c, p) for c, p in cases if acts_without_asking(c)]
         for case, history_problem in executing:
             self._busy_more(1)
@@ -203,6 +218,7 @@ class Agent:
             case, history_problem = item
             try:
                 [outcome] = dispatch_many([case], self.hands)
+                self._in_flight.done(case.alert_id)  # executed (history counts it now) or refused
                 self._audit_outcomes([((case, history_problem), outcome)])
             finally:
                 self._busy_more(-1)
@@ -231,28 +247,27 @@ class Agent:
             for (case, _), _outcome in done:
                 self._failed(case.alert_id, exc)
 
-    def _record(self, prepared: list[_Prepared], verdicts: list[Verdict]) -> list[tuple[Case, str | None]]:
+    def _record(self, batch: list[_Decided]) -> list[tuple[Case, str | None]]:
         """Record and audit the batch's decisions and open their incidents in history; the
         cases to dispatch, each with the problem history had, if any."""
         recorded = self.store.record_decisions(
-            [(p.stored, v.decision.to_json(), v.input_hash) for p, v in zip(prepared, verdicts, strict=True)]
+            [(p.stored, v.decision.to_json(), v.input_hash) for p, v in batch]
         )
         decided: list[tuple[_Prepared, Verdict, str, bool]] = []
-        for ready, verdict, result in zip(prepared, verdicts, recorded, strict=True):
+        for (ready, verdict), result in zip(batch, recorded, strict=True):
             if isinstance(result, Exception):
                 self._failed(ready.stored.id, result)
             elif result is not None:  # None: decided by another worker already
                 decided.append((ready, verdict, *result))
-        self.audit.append_many(
-            [
-                record
-                for ready, verdict, decision_id, _ in decided
-                for record in (
-                    _intake_record(ready.stored),
-                    self._decision_record(ready, verdict, decision_id),
+        records: list[tuple[str, dict[str, Any]]] = []
+        for ready, verdict, decision_id, _ in decided:
+            records.append(intake_record(ready.stored))
+            records.append(
+                decision_record(
+                    ready.stored, ready.context, ready.question.policy_input, verdict, decision_id
                 )
-            ]
-        )
+            )
+        self.audit.append_many(records)
         incidents, problem = self._open_incidents([r for r, _, _, opened in decided if opened])
         cases = []
         for ready, verdict, decision_id, opened in decided:
@@ -318,12 +333,7 @@ class Agent:
             for stored in firing:
                 self._failed(stored.id, exc)
             return []
-        return [
-            _Prepared(
-                stored, context, Question(context.policy_input(), context.health_ceiling, context.problems)
-            )
-            for stored, context in zip(firing, contexts, strict=True)
-        ]
+        return [_Prepared.of(stored, context) for stored, context in zip(firing, contexts, strict=True)]
 
     def _still_firing(self, stored: StoredAlert) -> bool:
         """False for a resolved alert (its incident is closed) and for one whose resolved
@@ -332,7 +342,7 @@ class Agent:
         if alert.status == "resolved":
             self.store.close_incident(stored)
             closed = {"alert_id": stored.id, "fingerprint": alert.fingerprint}
-            self.audit.append_many([_intake_record(stored), ("resolved", closed)])
+            self.audit.append_many([intake_record(stored), ("resolved", closed)])
             return False
         if self.store.close_if_resolved(stored):
             skipped = {
@@ -340,50 +350,42 @@ class Agent:
                 "fingerprint": alert.fingerprint,
                 "reason": "the alert resolved before it was decided; nothing to act on",
             }
-            self.audit.append_many([_intake_record(stored), ("skipped", skipped)])
+            self.audit.append_many([intake_record(stored), ("skipped", skipped)])
             return False
         return True
 
-    def _decide(self, questions: list[Question]) -> list[Verdict]:
-        started = time.perf_counter()
-        verdicts = decide_many(self.opa, questions)
-        self.metrics.opa_latency.observe(time.perf_counter() - started)
-        self.metrics.opa_batch.observe(len(questions))
-        for verdict in verdicts:
+    def _decide(self, prepared: list[_Prepared]) -> list[_Decided]:
+        """One OPA request for the batch, with the decisions made as if one after another:
+        the rate limit counts the autonomous decisions not yet executed, and each one this
+        batch makes counts against the alerts after it, which are asked again (rarely: only
+        when a batch has two or more autonomous decisions)."""
+        already = self._in_flight.count()
+        prepared = [ready.counting_also(already) for ready in prepared]
+        verdicts = self._ask(prepared)
+        decided: list[_Decided] = []
+        earlier = 0
+        for asked, first in zip(prepared, verdicts, strict=True):
+            ready, verdict = asked, first
+            if earlier and first.decision.level >= ABORT_LEVEL:
+                ready = asked.counting_also(earlier)
+                [verdict] = self._ask([ready])
+            if verdict.decision.level >= ABORT_LEVEL:
+                earlier += 1
+                self._in_flight.add(ready.stored.id)
+            decided.append((ready, verdict))
+        for _, verdict in decided:
             self.metrics.decisions.labels(str(verdict.decision.level)).inc()
             for trigger in verdict.decision.triggers:
                 self.metrics.triggers.labels(trigger.id).inc()
             if verdict.fallback:
                 self.metrics.errors.labels(verdict.fallback).inc()
-        return verdicts
+        return decided
 
-    @staticmethod
-    def _decision_record(ready: _Prepared, verdict: Verdict, decision_id: str) -> tuple[str, dict[str, Any]]:
-        stored, context, policy_input = ready.stored, ready.context, ready.question.policy_input
-        alert, decision = stored.alert, verdict.decision
-        return (
-            "decision",
-            {
-                "decision_id": decision_id,
-                "alert_id": stored.id,
-                "fingerprint": alert.fingerprint,
-                "group_key": alert.group_key,
-                "alert_name": alert.name,
-                "target": policy_input["action"]["target"],
-                "action": policy_input["action"],
-                "input_hash": verdict.input_hash,
-                "level": decision.level,
-                "name": decision.name,
-                "triggers": [t.to_json() for t in decision.triggers],
-                "policy_version": decision.policy.version,
-                "fallback": verdict.fallback,
-                "clamped_from": verdict.clamped_from,
-                "context_problems": list(context.problems),
-                "diagnosis": context.diagnosis.summary,
-                "confidence": context.diagnosis.confidence_record(),
-                "analysis": context.diagnosis.analysis,
-                "diagnosis_notes": list(context.diagnosis.notes),
-                "inventory": dict(context.inventory.details),
-                "novelty": context.novelty.record(),
-            },
-        )
+    def _ask(self, prepared: list[_Prepared]) -> list[Verdict]:
+        if not prepared:
+            return []
+        started = time.perf_counter()
+        verdicts = decide_many(self.opa, [ready.question for ready in prepared])
+        self.metrics.opa_latency.observe(time.perf_counter() - started)
+        self.metrics.opa_batch.observe(len(prepared))
+        return verdicts

@@ -57,6 +57,14 @@ class Context:
         """4 when every source was healthy; 1 when any reported a problem."""
         return DEGRADED_CEILING if self.problems else HEALTHY_CEILING
 
+    def counting_also(self, decided: int) -> Context:
+        """This context with ``decided`` more autonomous actions in the rate-limit window: ones
+        already decided but not yet executed, which history cannot count yet."""
+        if not decided:
+            return self
+        taken = self.guardrails.autonomous_actions_in_window + decided
+        return replace(self, guardrails=replace(self.guardrails, autonomous_actions_in_window=taken))
+
     @property
     def pattern_known(self) -> bool:
         """Known to the catalog, or similar enough to a past incident (see :mod:`pyagent.sources.novelty`)."""

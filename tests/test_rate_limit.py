@@ -1,0 +1,78 @@
+"""The autonomous rate limit holds for a burst: alerts decided together, or while earlier
+autonomous decisions still wait for an execution thread, count each other."""
+
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyagent.opa import EmbeddedOpa
+from pyagent.settings import Settings
+from pyagent.sources import history_import
+from pyagent.sources.catalog import policy_data
+from pyagent.sources.history_sqlite import HistorySQLite
+from tests.serving import EXAMPLES, example, post, records, serve
+
+POLICY = policy_data(Path(__file__).resolve().parent.parent / "rego" / "escalation" / "policy.json")
+LIMIT = POLICY["autonomous_rate_limit"]["max_actions"]
+BURST = LIMIT + 3
+
+
+def _oom_alert(serial: int) -> dict[str, Any]:
+    """The level-4 example's alert, made a distinct alert by its fingerprint and pod."""
+    alert: dict[str, Any] = copy.deepcopy(example("level-4-oom-restart")["alerts"][0])
+    alert["fingerprint"] = f"{serial:016x}"
+    alert["labels"]["pod"] = f"checkout-{serial}"
+    return alert
+
+
+def _settings(state: Path, opa: EmbeddedOpa) -> Settings:
+    state.mkdir(parents=True, exist_ok=True)
+    history_import.import_incidents(
+        HistorySQLite(state / "history.db"), history_import.load(EXAMPLES / "history.yaml")
+    )
+    return Settings(state_dir=state, opa_url=opa.url, inventory=EXAMPLES / "inventory.yaml")
+
+
+def _assert_limit_held(state: Path) -> None:
+    decisions = records(state, "decision")
+    assert BURST == len(decisions)
+    autonomous = [d for d in decisions if d["level"] >= 3]
+    held_back = [d for d in decisions if d["level"] < 3]
+    assert LIMIT == len(autonomous)
+    for decision in held_back:
+        assert 2 == decision["level"]
+        assert "autonomous_rate_limit" in {t["id"] for t in decision["triggers"]}
+    # one restart of the deployment at a time: the others are refused, never held back ones run
+    executed = {r["decision_id"] for r in records(state, "action_step") if r["step"] == "execute"}
+    assert executed
+    assert executed <= {d["decision_id"] for d in autonomous}
+
+
+def test_a_burst_in_one_delivery_gets_no_more_autonomous_actions_than_the_limit(
+    tmp_path: Path, opa_server: EmbeddedOpa
+) -> None:
+    body = example("level-4-oom-restart")
+    body["alerts"] = [_oom_alert(serial) for serial in range(1, BURST + 1)]
+    with serve(_settings(tmp_path, opa_server)) as (url, running):
+        assert 200 == post(url, body).status_code
+        assert running.agent.drain(60)
+    _assert_limit_held(tmp_path)
+
+
+@pytest.mark.parametrize("senders", [1, BURST])
+def test_a_burst_of_deliveries_gets_no_more_autonomous_actions_than_the_limit(
+    tmp_path: Path, opa_server: EmbeddedOpa, senders: int
+) -> None:
+    template = example("level-4-oom-restart")
+    bodies = [{**template, "alerts": [_oom_alert(serial)]} for serial in range(1, BURST + 1)]
+    with serve(_settings(tmp_path, opa_server)) as (url, running):
+        with ThreadPoolExecutor(max_workers=senders) as pool:
+            statuses = list(pool.map(lambda body: post(url, body).status_code, bodies))
+        assert [200] * BURST == statuses
+        assert running.agent.drain(60)
+    _assert_limit_held(tmp_path)
