@@ -184,7 +184,7 @@ def running_agent(settings: Settings) -> Iterator[Running]:
                 )
             )
             opa_url = opa.url
-        client = OpaClient(opa_url)
+        client = OpaClient(opa_url, parallel=settings.opa_parallel_requests)
         stack.callback(client.close)
         forwarder = None
         if settings.splunk_url and settings.splunk_token:

@@ -35,6 +35,7 @@ class Settings:
     splunk_token: str | None = None
     workers: int = 1  # threads deciding alerts; levels 3 and 4 execute on max_concurrent_actions others
     server_threads: int = 4  # waitress threads answering HTTP requests
+    opa_parallel_requests: int = 2  # a large batch is split into up to this many requests at once
     error_budget: str = "inventory"  # or "prometheus"
     prometheus_url: str | None = None
     prometheus_query: str = SLOTH_QUERY
@@ -153,7 +154,7 @@ def _checked(settings: Settings) -> Settings:
     for name in (settings.executor, *routes.values()):
         if name not in EXECUTORS:
             raise ConfigError(f"executor {name!r} is not one of {', '.join(EXECUTORS)}")
-    for key in ("max_concurrent_actions", "workers", "server_threads"):
+    for key in ("max_concurrent_actions", "workers", "server_threads", "opa_parallel_requests"):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key}: must be at least 1")
     if settings.error_budget not in {"inventory", "prometheus"}:

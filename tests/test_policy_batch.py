@@ -31,6 +31,38 @@ def test_a_batch_gives_each_input_its_own_decision(opa: OpaClient, example_input
     assert [4, 2, 2, 1] == [d.level for d in opa.decide_many(inputs) if isinstance(d, Decision)]
 
 
+def test_a_batch_split_across_parallel_requests_keeps_each_input_its_own_decision(
+    opa_server: EmbeddedOpa, example_input: dict[str, Any]
+) -> None:
+    """Shares of uneven size, answered in any order, still line up with their inputs."""
+    inputs = [*_inputs(example_input) * 4, example_input, {"now": "not a time"}]  # 18: shares of 6
+    client = OpaClient(opa_server.url, parallel=3)
+    try:
+        one_by_one = [client.decide_many([one])[0] for one in inputs]
+        split = client.decide_many(inputs)
+    finally:
+        client.close()
+    assert len(inputs) == len(split)
+    assert [_level(a) for a in one_by_one] == [_level(a) for a in split]
+    assert [a for a in one_by_one if isinstance(a, Decision)] == [a for a in split if isinstance(a, Decision)]
+
+
+def test_a_split_batch_whose_opa_is_gone_fails_every_input(example_input: dict[str, Any]) -> None:
+    with EmbeddedOpa(default_policy_dir()) as server:
+        url = server.url
+    client = OpaClient(url, parallel=2)
+    try:
+        answers = client.decide_many([example_input] * 9)
+    finally:
+        client.close()
+    assert 9 == len(answers)
+    assert all(isinstance(a, PolicyEngineUnavailable) for a in answers)
+
+
+def _level(answer: Decision | PolicyError) -> int | str:
+    return answer.level if isinstance(answer, Decision) else type(answer).__name__
+
+
 def test_batched_verdicts_equal_single_verdicts(opa: OpaClient, example_input: dict[str, Any]) -> None:
     """The context clamp applies per question, as it does for one alert."""
     questions = [Question(one, 4, ()) for one in _inputs(example_input)]
