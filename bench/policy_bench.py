@@ -2,8 +2,10 @@
 
     python3 bench/policy_bench.py [--opa PATH]
 
-Prints time per evaluation and each case's ratio to the baseline measured in the same run,
-so figures from different machines compare by ratio.
+Prints time per decision and each case's ratio to the baseline measured in the same run,
+so figures from different machines compare by ratio. A batch case asks
+``data.escalation.decisions`` for 32 inputs at once, as the agent does under load, and is
+shown per decision.
 """
 
 from __future__ import annotations
@@ -20,21 +22,27 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "input.json"
 
 
-def _cases(workdir: Path) -> list[tuple[str, str, Path]]:
+BATCH = 32
+
+
+def _cases(workdir: Path) -> list[tuple[str, str, Path, int]]:
+    """(label, query, input file, decisions per evaluation) for each case."""
     example = json.loads(EXAMPLE.read_text())
     level_2 = json.loads(EXAMPLE.read_text())
     level_2["ai"]["confidence"] = 0.72
     level_2["blast_radius"]["namespaces"] = ["shop", "payments"]
-    inputs = {"example": example, "level_2": level_2, "empty": {}}
+    batch = {"inputs": [example if i % 2 else level_2 for i in range(BATCH)]}
+    inputs = {"example": example, "level_2": level_2, "empty": {}, "batch": batch}
     paths = {}
     for name, doc in inputs.items():
         paths[name] = workdir / f"{name}.json"
         paths[name].write_text(json.dumps(doc))
     return [
-        ("baseline: data.escalation.policy.version", "data.escalation.policy.version", paths["example"]),
-        ("decision, DESIGN.md example (level 4)", "data.escalation.decision", paths["example"]),
-        ("decision, two triggers (level 2)", "data.escalation.decision", paths["level_2"]),
-        ("decision, {} (every field missing)", "data.escalation.decision", paths["empty"]),
+        ("baseline: data.escalation.policy.version", "data.escalation.policy.version", paths["example"], 1),
+        ("decision, DESIGN.md example (level 4)", "data.escalation.decision", paths["example"], 1),
+        ("decision, two triggers (level 2)", "data.escalation.decision", paths["level_2"], 1),
+        ("decision, {} (every field missing)", "data.escalation.decision", paths["empty"], 1),
+        (f"batch of {BATCH}: example and level 2", "data.escalation.decisions", paths["batch"], BATCH),
     ]
 
 
@@ -55,9 +63,9 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cases = _cases(Path(tmp))
-        results = [(label, _ns_per_op(args.opa, query, path)) for label, query, path in cases]
+        results = [(label, _ns_per_op(args.opa, query, path) / count) for label, query, path, count in cases]
     baseline = results[0][1]
-    print(f"{'case':<45} {'per evaluation':>15} {'x baseline':>11}")
+    print(f"{'case':<45} {'per decision':>15} {'x baseline':>11}")
     for label, ns in results:
         print(f"{label:<45} {ns / 1000:>12.1f} us {ns / baseline:>10.1f}x")
     return 0

@@ -65,7 +65,10 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Re-qualification: every 90 days or after any incident where autonomous action was taken
 #     and outcome was suboptimal
-triggers contains _trigger(rego.metadata.rule(), _suboptimal_reason)
+triggers contains _trigger(rego.metadata.rule(), _suboptimal_reason) if {
+	# most inputs record no suboptimal outcome (null): then there is nothing to compare
+	is_number(_last_suboptimal_ns)
+}
 
 # why the action may not run at level 4; empty when it may
 _level_4_refusals contains msg if {
@@ -141,17 +144,26 @@ _qualified_ns contains qualified_ns if {
 	qualified_ns <= _now_ns
 }
 
-_latest_qualification_ns := max(_qualified_ns) if count(_qualified_ns) > 0
+# the latest qualification time; undefined when there is none (max of an empty set is undefined)
+_latest_qualification_ns := max(_qualified_ns)
 
 _suboptimal_reason := sprintf(
 	"a suboptimal outcome at %v follows the qualification of %v",
 	[input.pattern.last_suboptimal_at, time.format(_latest_qualification_ns)],
 ) if {
-	time.parse_rfc3339_ns(input.pattern.last_suboptimal_at) > _latest_qualification_ns
+	_last_suboptimal_ns > _latest_qualification_ns
 } else := sprintf(
 	"a suboptimal outcome at %v and no qualification after it",
 	[input.pattern.last_suboptimal_at],
 ) if {
-	is_number(time.parse_rfc3339_ns(input.pattern.last_suboptimal_at))
+	is_number(_last_suboptimal_ns)
 	count(_qualified_ns) == 0
+}
+
+# when the last suboptimal outcome was recorded; undefined when none was (null) or the time
+# cannot be read. Only a string is parsed: most inputs have null here, and parsing null
+# would only fail.
+_last_suboptimal_ns := time.parse_rfc3339_ns(at) if {
+	at := input.pattern.last_suboptimal_at
+	is_string(at)
 }

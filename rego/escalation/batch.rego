@@ -8,11 +8,12 @@ package escalation
 #   once for the alerts queued at that moment instead of once per alert.
 # schemas:
 #   - input: {"type": "object", "properties": {"inputs": {"type": "array", "items": {"type": "object"}}}}
-decisions := [d |
+decisions := [_decision_document(facts) |
 	some doc in input.inputs
 
-	# evaluating the one decision rule against each document is what `with` is for; a copy of
-	# the rule taking the document as an argument could drift from the rule compliance reviews
-	# regal ignore:with-outside-test-context,comprehension-term-assignment
-	d := decision with input as doc
+	# evaluating the decision's rules against each document is what `with` is for; a copy of
+	# them taking the document as an argument could drift from the rules compliance reviews.
+	# The document is built from the facts exactly as data.escalation.decision builds it.
+	# regal ignore:with-outside-test-context
+	facts := _decision_facts with input as doc
 ]

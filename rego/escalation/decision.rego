@@ -19,31 +19,16 @@ package escalation
 #   The decision document for one proposed remediation: level, name, every fired
 #   trigger, what the agent may do, and the policy that decided.
 # entrypoint: true
-decision := {
-	"level": level,
-	"name": _level_names[level],
-	"triggers": _ordered_triggers,
-	"execute": level >= 3,
-	"approval": {
-		"required": level == 2,
-		"timeout_seconds": _policy.approval.timeout_seconds,
-		"on_timeout": _policy.approval.on_timeout,
-	},
-	"abort_window_seconds": _abort_window_seconds,
-	"change_record_required": change_record_required,
-	"logging": array.concat(_policy.logging[_level_names[level]], _change_record_logging),
-	"policy": {
-		"version": _policy.version,
-		"approvers": _policy.approvers,
-		"last_review": _policy.last_review,
-		"next_review": _policy.next_review,
-	},
-}
+decision := _decision_document(_decision_facts)
 
 # METADATA
 # title: Level
 # description: The lowest ceiling of all fired triggers; 4 (autonomous) when none fired.
-level := min({t.ceiling | some t in triggers} | {4})
+# scope: document
+default level := 4
+
+# the triggers are ordered lowest ceiling first, so the first one holds the lowest ceiling
+level := _ordered_triggers[0].ceiling
 
 # METADATA
 # title: Change record required
@@ -58,6 +43,57 @@ change_record_required := false if {
 	not _frameworks_named
 }
 
+# Everything in a decision that depends on the input: the rest follows from these facts and
+# the policy data. The batch rule evaluates this rule for each input and builds the document
+# outside that input's scope, where OPA keeps the result of a function for the same
+# arguments: a batch then builds the level's part of a document once per level it meets,
+# not once per input.
+_decision_facts := {
+	"level": level,
+	"triggers": _ordered_triggers,
+	"change_record_required": change_record_required,
+}
+
+_decision_document(facts) := object.union(
+	_level_document(facts.level, facts.change_record_required),
+	{"triggers": facts.triggers},
+)
+
+# the decision document without its triggers, for a level and change-record requirement
+_level_document(lvl, record_required) := {
+	"level": lvl,
+	"name": _level_names[lvl],
+	"execute": lvl >= 3,
+	"approval": _approval(lvl),
+	"abort_window_seconds": _abort_window_seconds(lvl),
+	"change_record_required": record_required,
+	"logging": _logging(lvl, record_required),
+	"policy": _policy_identity,
+}
+
+_approval(lvl) := {
+	"required": lvl == 2,
+	"timeout_seconds": _policy.approval.timeout_seconds,
+	"on_timeout": _policy.approval.on_timeout,
+}
+
+default _abort_window_seconds(_) := null
+
+_abort_window_seconds(3) := _policy.abort_window_seconds
+
+# what is logged at a level, and the change record when one is required
+_logging(lvl, false) := _policy.logging[_level_names[lvl]]
+
+_logging(lvl, true) := array.concat(_policy.logging[_level_names[lvl]], ["change_record"])
+
+# which policy decided
+_policy_identity := {
+	"version": _policy.version,
+	"approvers": _policy.approvers,
+	"last_review": _policy.last_review,
+	"next_review": _policy.next_review,
+}
+
 _policy := data.escalation.policy
 
 _thresholds := data.escalation.policy.thresholds
@@ -68,14 +104,6 @@ _level_names := ["manual", "assisted", "supervised", "conditional_autonomous", "
 default _doc := {}
 
 _doc := input if is_object(input)
-
-default _abort_window_seconds := null
-
-_abort_window_seconds := _policy.abort_window_seconds if level == 3
-
-default _change_record_logging := []
-
-_change_record_logging := ["change_record"] if change_record_required
 
 # triggers by ceiling (lowest first), then by id and message
 _ordered_triggers := [t | some [_, t] in sort([[x.ceiling, x] | some x in triggers])]
