@@ -3,7 +3,7 @@
     python -m bench.executor_bench [--runs 50]
 
 Starts etcd and kube-apiserver (as the tests do), a Deployment, a stand-in Deployment
-controller that completes each rollout, and the agent in-process (waitress, its own OPA, the
+controller that completes each rollout, and the agent in-process (uvicorn, its own OPA, the
 Kubernetes executor). The example history is imported so the OOM alert decides level 4; the
 policy copy used here lifts the autonomous rate limit, or the fourth restart in an hour would
 be capped at level 2. Then, in the same run:

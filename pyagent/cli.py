@@ -143,30 +143,30 @@ def serve(
     inventory: Path | None,
 ) -> None:
     """Serve the Alertmanager webhook: POST /webhook/alertmanager, GET /healthz, GET /metrics."""
-    from waitress import serve as waitress_serve  # noqa: PLC0415
-
     from pyagent.app import running_agent  # noqa: PLC0415
     from pyagent.console.app import HumansApp  # noqa: PLC0415
-    from pyagent.server import WebhookApp  # noqa: PLC0415
+    from pyagent.server import WebhookApp, server  # noqa: PLC0415
 
     settings = _settings(
         config_file, listen=listen, state_dir=state_dir, opa_url=opa_url, inventory=inventory
     )
-    signal.signal(signal.SIGTERM, _exit_on_signal)  # unwind: drain workers, stop the embedded OPA
+    # unwind: drain workers, stop the embedded OPA. uvicorn catches SIGTERM while it serves,
+    # stops taking requests and finishes those in progress, then raises it again to this.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         with running_agent(settings) as running:
             app = WebhookApp(
-                running.agent, settings.webhook_token, settings.max_body_bytes, HumansApp(running.desk)
+                running.agent,
+                settings.webhook_token,
+                settings.max_body_bytes,
+                HumansApp(running.desk),
+                threads=settings.server_threads,
             )
             click.echo(f"pyagent serving on http://{settings.listen} (OPA {running.opa_url})", err=True)
-            waitress_serve(
-                app,
-                host=settings.host,
-                port=settings.port,
-                threads=settings.server_threads,
-                max_request_body_size=settings.max_body_bytes + 1,
-                ident="pyagent",
-            )
+            try:
+                server(app, settings.host, settings.port).run()
+            finally:
+                app.close()
     except PyagentError as exc:
         raise click.ClickException(str(exc)) from exc
 

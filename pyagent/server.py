@@ -1,18 +1,25 @@
-"""The webhook server: a WSGI app served by waitress.
+"""The webhook server: an ASGI app served by uvicorn (uvloop and httptools).
 
 ``POST /webhook/alertmanager`` records every alert durably before answering 2xx;
 ``GET /healthz`` is 503 until OPA and the store answer; ``GET /metrics`` is Prometheus text.
+These are answered by the event loop itself: HTTP is parsed in C, and a webhook is parsed,
+validated and committed to the store on the loop, with no thread handing it to another.
 The humans' routes (``/console``, ``/api/``, ``/slack/interactions``) go to
-:class:`pyagent.console.app.HumansApp`.
+:class:`pyagent.console.app.HumansApp`, a WSGI application run on threads by a2wsgi.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import uvicorn
+from a2wsgi import WSGIMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pyagent.alerts import parse_webhook
@@ -22,82 +29,157 @@ if TYPE_CHECKING:
     from pyagent.agent import Agent
     from pyagent.console.app import HumansApp
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-Environ = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
-STATUS = {
-    200: "200 OK",
-    400: "400 Bad Request",
-    401: "401 Unauthorized",
-    404: "404 Not Found",
-    405: "405 Method Not Allowed",
-    413: "413 Payload Too Large",
-    503: "503 Service Unavailable",
-}
-
-
-def _json(start: StartResponse, code: int, body: dict[str, Any]) -> Iterable[bytes]:
-    data = json.dumps(body).encode()
-    start(STATUS[code], [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
-    return [data]
+HUMANS_PREFIXES = ("/console", "/api/", "/slack/interactions")
 
 
 class WebhookApp:
-    """The WSGI application; all work is done by the :class:`Agent` it is given."""
-
-    HUMANS_PREFIXES = ("/console", "/api/", "/slack/interactions")
+    """The agent's own endpoints; all work is done by the :class:`Agent` it is given."""
 
     def __init__(
-        self, agent: Agent, token: str | None, max_body_bytes: int, humans: HumansApp | None = None
+        self,
+        agent: Agent,
+        token: str | None,
+        max_body_bytes: int,
+        humans: HumansApp | None = None,
+        threads: int = 4,
     ) -> None:
         self.agent = agent
         self.token = token
         self.max_body_bytes = max_body_bytes
-        self.humans = humans
+        # OPA's health check waits on the network: it runs here, off the event loop
+        self._blocking = ThreadPoolExecutor(1, thread_name_prefix="pyagent-health")
+        self._humans = WSGIMiddleware(humans, workers=threads) if humans is not None else None  # type: ignore[arg-type]
 
-    def __call__(self, environ: Environ, start: StartResponse) -> Iterable[bytes]:
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
-        if self.humans is not None and path.startswith(self.HUMANS_PREFIXES):
-            return self.humans(environ, start)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off; websockets are not served
+            return
+        path, method = scope["path"], scope["method"]
+        if self._humans is not None and path.startswith(HUMANS_PREFIXES):
+            await self._humans(scope, receive, send)  # type: ignore[arg-type]
+            return
         if path == "/webhook/alertmanager":
             if method != "POST":
-                return _json(start, 405, {"error": "use POST"})
-            code, body = self._webhook(environ)
+                await _json(send, 405, {"error": "use POST"})
+                return
+            code, body = await self._webhook(scope, receive)
             self.agent.metrics.requests.labels(str(code)).inc()
-            return _json(start, code, body)
-        if path == "/healthz" and method == "GET":
-            checks = self.agent.health()
-            return _json(start, 200 if all(checks.values()) else 503, {"checks": checks})
-        if path == "/metrics" and method == "GET":
-            data = generate_latest(self.agent.metrics.registry)
-            start(STATUS[200], [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(data)))])
-            return [data]
-        return _json(start, 404, {"error": f"no such endpoint: {method} {path}"})
+            await _json(send, code, body)
+        elif path == "/healthz" and method == "GET":
+            checks = await asyncio.get_running_loop().run_in_executor(self._blocking, self.agent.health)
+            await _json(send, 200 if all(checks.values()) else 503, {"checks": checks})
+        elif path == "/metrics" and method == "GET":
+            await _send(send, 200, generate_latest(self.agent.metrics.registry), CONTENT_TYPE_LATEST.encode())
+        else:
+            await _json(send, 404, {"error": f"no such endpoint: {method} {path}"})
 
-    def _authorised(self, environ: Environ) -> bool:
+    def _authorised(self, scope: Scope) -> bool:
         if not self.token:
             return True
-        given = environ.get("HTTP_AUTHORIZATION", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
+        given = _header(scope, b"authorization")
+        return hmac.compare_digest(given, f"Bearer {self.token}".encode())
 
-    def _webhook(self, environ: Environ) -> tuple[int, dict[str, Any]]:
-        if not self._authorised(environ):
+    def _refusal(self, scope: Scope) -> tuple[int, dict[str, Any]] | None:
+        """Why the request is refused before its body is read, if it is."""
+        if not self._authorised(scope):
             return 401, {"error": "missing or wrong bearer token"}
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
+            declared = int(_header(scope, b"content-length") or 0)
         except ValueError:
             return 400, {"error": "bad Content-Length"}
-        if length > self.max_body_bytes:
-            return 413, {"error": f"body over {self.max_body_bytes} bytes"}
-        body = environ["wsgi.input"].read(length)
+        if declared > self.max_body_bytes:
+            return self._too_large()
+        return None
+
+    def _too_large(self) -> tuple[int, dict[str, Any]]:
+        return 413, {"error": f"body over {self.max_body_bytes} bytes"}
+
+    async def _webhook(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            return refusal
+        body = await _body(receive, self.max_body_bytes)
+        if body is None:
+            return self._too_large()
         try:
             delivery = parse_webhook(body)
         except InvalidDocument as problem:
             self.agent.metrics.errors.labels("bad_request").inc()
             return 400, {"error": problem.message, "path": problem.path, "keyword": problem.keyword}
         try:
+            # on the event loop: the commit is short (the store groups concurrent ones), and
+            # handing it to a thread cost more than it took
             accepted, duplicates = self.agent.intake(delivery)
         except StoreUnavailable as exc:
             self.agent.metrics.errors.labels("store_unavailable").inc()
             return 503, {"error": f"could not record the alerts, retry: {exc}"}
         return 200, {"accepted": accepted, "duplicates": duplicates}
+
+    def close(self) -> None:
+        """Stop the threads; call once the server has stopped."""
+        self._blocking.shutdown(wait=True)
+        if self._humans is not None:
+            self._humans.executor.shutdown(wait=True)
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return b""
+
+
+async def _body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None as soon as it grows past ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _json(send: Send, code: int, body: dict[str, Any]) -> None:
+    await _send(send, code, json.dumps(body).encode(), b"application/json")
+
+
+async def _send(send: Send, code: int, data: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def server(app: WebhookApp, host: str, port: int) -> uvicorn.Server:
+    """uvicorn serving ``app``: uvloop, httptools, no access log (the audit log is the record)."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
+def loopback_socket() -> socket.socket:
+    """A listening socket on a free loopback port, for a server whose port is chosen by the OS."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock

@@ -34,7 +34,7 @@ class Settings:
     splunk_url: str | None = None
     splunk_token: str | None = None
     workers: int = 1  # threads deciding alerts; levels 3 and 4 execute on max_concurrent_actions others
-    server_threads: int = 4  # waitress threads answering HTTP requests
+    server_threads: int = 4  # threads answering the console's, API's and Slack's requests
     opa_parallel_requests: int = 2  # a large batch is split into up to this many requests at once
     error_budget: str = "inventory"  # or "prometheus"
     prometheus_url: str | None = None

@@ -1,23 +1,21 @@
-"""Serve the agent in-process for a test: waitress on a free loopback port, real OPA behind it."""
+"""Serve the agent in-process for a test: uvicorn on a free loopback port, real OPA behind it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
-from waitress import trigger, wasyncore
-from waitress.server import create_server
 
 from pyagent.alerts import parse_webhook
 from pyagent.app import Running, running_agent
 from pyagent.console.app import HumansApp
-from pyagent.server import WebhookApp
+from pyagent.server import WebhookApp, loopback_socket, server
 from pyagent.settings import Settings
 from pyagent.store import Store
 
@@ -32,38 +30,22 @@ def serve(settings: Settings) -> Iterator[tuple[str, Running]]:
         app = WebhookApp(
             running.agent, settings.webhook_token, settings.max_body_bytes, HumansApp(running.desk)
         )
-        server = create_server(app, host="127.0.0.1", port=0, threads=4)
-        thread = threading.Thread(target=server.run, daemon=True)
+        sock = loopback_socket()
+        uvicorn = server(app, "127.0.0.1", sock.getsockname()[1])
+        thread = threading.Thread(target=uvicorn.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         try:
-            yield f"http://127.0.0.1:{server.effective_port}", running  # type: ignore[union-attr]
+            deadline = time.monotonic() + 30
+            while not uvicorn.started:
+                if time.monotonic() > deadline or not thread.is_alive():
+                    raise RuntimeError("the test server did not start")
+                time.sleep(0.01)
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}", running
         finally:
-            _stop(server, thread)
-
-
-def _stop(server: Any, thread: threading.Thread) -> None:
-    """Close every socket from the server's own loop thread, so the loop ends instead of
-    polling descriptors closed under it; then stop its task threads."""
-    stale: list[Any] = []
-
-    def close_all() -> None:
-        for channel in [*stale, server.trigger, *server._map.values()]:  # waitress has no public stop
-            with contextlib.suppress(OSError):  # a descriptor was closed under it
-                channel.close()
-            with contextlib.suppress(OSError):  # its own descriptor, had close() stopped short
-                wasyncore.dispatcher.close(channel)
-
-    try:
-        server.trigger.pull_trigger(close_all)
-    except OSError:
-        # Seen rarely on a loaded machine: the loop's trigger pipe was closed before the test
-        # ended (what closed it was not found). Give the loop a new trigger; it polls it within
-        # asyncore_loop_timeout (1 s) and runs close_all, which also closes the old one.
-        stale.append(server.trigger)
-        server.trigger = trigger.trigger(server._map)
-        server.trigger.pull_trigger(close_all)
-    thread.join(timeout=10)
-    server.task_dispatcher.shutdown()
+            uvicorn.should_exit = True
+            thread.join(timeout=30)
+            app.close()
+            sock.close()
 
 
 def example(name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The agent end to end: webhook in through waitress, real OPA, audit log out."""
+"""The agent end to end: webhook in through uvicorn, real OPA, audit log out."""
 
 from __future__ import annotations
 
