@@ -171,8 +171,9 @@ def serve(
         raise click.ClickException(str(exc)) from exc
 
 
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+def _exit_on_signal(_signum: int, _frame: object) -> None:
+    """SIGTERM is how a service is stopped: the stack unwinds and the exit is clean (0)."""
+    raise SystemExit(0)
 
 
 @main.group()

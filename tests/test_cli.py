@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner, Result
 
 from pyagent import settings
-from pyagent.audit import AuditLog
+from pyagent.audit import AuditLog, verify
 from pyagent.cli import main
 from pyagent.errors import ConfigError
-from pyagent.opa import EmbeddedOpa
+from pyagent.opa import EmbeddedOpa, free_port
+from tests.processes import stop
 from tests.serving import EXAMPLES
 
 NOW = "2026-11-26T12:00:00Z"
@@ -140,3 +146,46 @@ def test_a_thread_count_below_one_is_refused(key: str) -> None:
     assert 2 == getattr(settings.load(None, {f"PYAGENT_{key.upper()}": "2"}, {}), key)
     with pytest.raises(ConfigError, match=f"{key}: must be at least 1"):
         settings.load(None, {f"PYAGENT_{key.upper()}": "0"}, {})
+
+
+def test_serve_answers_then_stops_cleanly_on_sigterm_with_its_opa(tmp_path: Path) -> None:
+    """``pyagent serve`` as a deployment runs it: its own OPA, a webhook answered, then SIGTERM
+    stops it with exit 0 and takes the OPA it started down with it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "pyagent", "serve", "--listen", f"127.0.0.1:{port}",
+            "--state-dir", str(tmp_path), "--inventory", str(EXAMPLES / "inventory.yaml"),
+        ],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        started = process.stderr.readline().decode()
+        opa_url = started.rpartition("(OPA ")[2].rstrip(")\n")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not _healthy(url):
+            assert time.monotonic() < deadline, "the agent did not become healthy"
+            time.sleep(0.1)
+        body = json.loads((EXAMPLES / "alerts" / "level-1-novel-pattern.json").read_text())
+        response = requests.post(url + "/webhook/alertmanager", json=body, timeout=10)
+        assert {"accepted": 1, "duplicates": 0} == response.json()
+        process.send_signal(signal.SIGTERM)
+        assert 0 == process.wait(timeout=30)
+    finally:
+        stop(process, timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(opa_url + "/health", timeout=5)
+    assert verify(tmp_path / "audit.jsonl").ok
+    kinds = [json.loads(line)["kind"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert "decision" in kinds  # the alert acknowledged before SIGTERM was decided before exit
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "/healthz", timeout=5).status_code == 200
+    except requests.ConnectionError:  # not listening yet
+        return False
