@@ -61,13 +61,13 @@ class Generations:
         self.world = world
         self.seen: dict[int, float] = {}
         self._changed = threading.Condition()
-        self._watch = watch.Watch()
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         apps = client.AppsV1Api(self.world.api)
-        stream = self._watch.stream(
+        stream = self._watch.stream(  # type: ignore[no-untyped-call]
             apps.list_namespaced_deployment, self.world.namespace, field_selector=f"metadata.name={NAME}"
         )
         with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):  # the server stopped first
@@ -89,7 +89,7 @@ class Generations:
             return self.seen[generation]
 
     def stop(self) -> None:
-        self._watch.stop()
+        self._watch.stop()  # type: ignore[no-untyped-call]
 
 
 def _restart_body() -> dict[str, Any]:
