@@ -172,6 +172,9 @@ def server(app: WebhookApp, host: str, port: int) -> uvicorn.Server:
         access_log=False,
         log_level="warning",
         server_header=False,
+        # Alertmanager keeps its connection between notifications; closing it after uvicorn's
+        # default 5 s idle makes a request race the close. 120 s, as waitress had before.
+        timeout_keep_alive=120,
     )
     return uvicorn.Server(config)
 
