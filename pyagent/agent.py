@@ -321,7 +321,8 @@ class Agent:
 
     def _prepare(self, batch: list[StoredAlert]) -> list[_Prepared]:
         """Close resolved alerts, skip those resolved before they were decided; gather the
-        context of the others, at one moment."""
+        context of the others, at one moment, counting in the rate limit the autonomous
+        decisions made and not yet executed (history counts an action once executed)."""
         firing: list[StoredAlert] = []
         for stored in batch:
             with self._failures_logged(stored.id):
@@ -333,7 +334,11 @@ class Agent:
             for stored in firing:
                 self._failed(stored.id, exc)
             return []
-        return [_Prepared.of(stored, context) for stored, context in zip(firing, contexts, strict=True)]
+        already = self._in_flight.count()
+        return [
+            _Prepared.of(stored, context.counting_also(already))
+            for stored, context in zip(firing, contexts, strict=True)
+        ]
 
     def _still_firing(self, stored: StoredAlert) -> bool:
         """False for a resolved alert (its incident is closed) and for one whose resolved
@@ -356,11 +361,9 @@ class Agent:
 
     def _decide(self, prepared: list[_Prepared]) -> list[_Decided]:
         """One OPA request for the batch, with the decisions made as if one after another:
-        the rate limit counts the autonomous decisions not yet executed, and each one this
-        batch makes counts against the alerts after it, which are asked again (rarely: only
-        when a batch has two or more autonomous decisions)."""
-        already = self._in_flight.count()
-        prepared = [ready.counting_also(already) for ready in prepared]
+        each autonomous decision this batch makes counts in the rate limit of the alerts
+        after it, which are asked again (rarely: only when a batch has two or more
+        autonomous decisions)."""
         verdicts = self._ask(prepared)
         decided: list[_Decided] = []
         earlier = 0

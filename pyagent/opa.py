@@ -126,14 +126,13 @@ class OpaClient:
         return _typed(self.decide_raw(policy_input))
 
     def decide_many(self, policy_inputs: Sequence[object]) -> list[Decision | PolicyError]:
-        """One decision (or the error that stands for it) per input, in order, in one request.
+        """One decision (or the error that stands for it) per input, in order: in one request,
+        or for a batch of ``2 * MIN_SHARE`` inputs or more, in up to ``parallel`` sent at once.
 
         ``data.escalation.decisions`` evaluates the same rule once per input. A policy
         without that rule (an older bundle) answers with no result: then each input is
         asked on its own, so the batch never costs a decision. One input is asked on its own.
         """
-        if len(policy_inputs) == 1:
-            return [self._decide_or_error(policy_inputs[0])]
         shares = min(self.parallel, len(policy_inputs) // MIN_SHARE)
         if self._senders is None or shares < 2:  # one share: nothing to split
             return self._decide_share(policy_inputs)

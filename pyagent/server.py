@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -177,12 +176,3 @@ def server(app: WebhookApp, host: str, port: int) -> uvicorn.Server:
         timeout_keep_alive=120,
     )
     return uvicorn.Server(config)
-
-
-def loopback_socket() -> socket.socket:
-    """A listening socket on a free loopback port, for a server whose port is chosen by the OS."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock

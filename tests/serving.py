@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,12 +16,21 @@ import requests
 from pyagent.alerts import parse_webhook
 from pyagent.app import Running, running_agent
 from pyagent.console.app import HumansApp
-from pyagent.server import WebhookApp, loopback_socket, server
+from pyagent.server import WebhookApp, server
 from pyagent.settings import Settings
 from pyagent.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+
+
+def loopback_socket() -> socket.socket:
+    """A listening socket on a free loopback port, for a server whose port is chosen by the OS."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
 
 
 @contextmanager
