@@ -64,6 +64,8 @@ class Step:
     lost: int
     p50_ms: float
     p99_ms: float
+    intake_ms: tuple[float, float]  # p50, p99 from scheduled send to taken in by the webhook
+    deciding_ms: tuple[float, float]  # p50, p99 from taken in to decision recorded
     sustained: float
     cpu_ms: dict[str, float]  # CPU milliseconds per alert, by process
 
@@ -114,12 +116,17 @@ def baseline(opa_url: str, policy_input: dict[str, Any], count: int) -> list[flo
     return times
 
 
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 class AuditTail:
     """Follows the agent's audit log and keeps the time of each fingerprint's decision."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.decided: dict[str, float] = {}
+        self.received: dict[str, float] = {}  # when the webhook took the alert in
         self._offset = 0
         self._partial = b""
 
@@ -135,8 +142,9 @@ class AuditTail:
         for line in lines:
             record = json.loads(line)
             if record["kind"] == "decision":
-                when = datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
-                self.decided[record["fingerprint"]] = when
+                self.decided[record["fingerprint"]] = _epoch(record["ts"])
+            elif record["kind"] == "intake":
+                self.received[record["fingerprint"]] = _epoch(record["received_at"])
 
 
 def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
@@ -261,6 +269,9 @@ def run(rates: list[float], seconds: float, baseline_count: int, warmup_seconds:
                 latencies = [
                     (tail.decided[f] - at) * 1000 for f, at in scheduled.items() if f in tail.decided
                 ]
+                decided = [f for f in scheduled if f in tail.decided and f in tail.received]
+                intake = [(tail.received[f] - scheduled[f]) * 1000 for f in decided]
+                deciding = [(tail.decided[f] - tail.received[f]) * 1000 for f in decided]
                 lost = failures + sum(1 for f in scheduled if f not in tail.decided)
                 span = max(tail.decided[f] for f in scheduled if f in tail.decided) - min(scheduled.values())
                 steps.append(
@@ -270,6 +281,8 @@ def run(rates: list[float], seconds: float, baseline_count: int, warmup_seconds:
                         lost=lost,
                         p50_ms=statistics.median(latencies),
                         p99_ms=percentile(latencies, 0.99),
+                        intake_ms=(statistics.median(intake), percentile(intake, 0.99)),
+                        deciding_ms=(statistics.median(deciding), percentile(deciding, 0.99)),
                         sustained=len(latencies) / span,
                         cpu_ms={k: (cpu_after[k] - cpu_before[k]) * 1000 / len(scheduled) for k in pids},
                     )
@@ -296,6 +309,13 @@ def report(bare: list[float], steps: list[Step]) -> int:
             f"  {step.rate:>9.0f} {step.sent:>6} {step.lost:>5} {step.p50_ms:>8.2f} "
             f"{step.p99_ms:>8.2f} {step.sustained:>10.1f}"
             f"   {cpu['agent']:.2f} / {cpu['opa']:.2f} / {cpu['load']:.2f}"
+        )
+    print()
+    print("where the time went, p50 / p99 ms: send -> taken in by the webhook; taken in -> decided")
+    for step in steps:
+        print(
+            f"  {step.rate:>9.0f}   {step.intake_ms[0]:8.2f} / {step.intake_ms[1]:8.2f}"
+            f"   {step.deciding_ms[0]:8.2f} / {step.deciding_ms[1]:8.2f}"
         )
     ratio = steps[0].p50_ms / bare_p50
     print()
