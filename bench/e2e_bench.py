@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import http.client
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -147,6 +147,74 @@ class AuditTail:
                 self.received[record["fingerprint"]] = _epoch(record["received_at"])
 
 
+class KeptAlive:
+    """A minimal HTTP/1.1 client on one kept-alive socket: the request bytes are built before
+    the load starts, and only the status line and ``Content-Length`` of the answer are read.
+
+    The load generator shares the machine's two cores with the agent and OPA, so every
+    microsecond it spends is taken from what is measured: ``http.client`` cost 0.7 ms of CPU
+    per request here, mostly building headers and parsing the answer's with the email parser.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._socket: socket.socket | None = None
+        self._buffer = b""
+
+    def post(self, request: bytes) -> int:
+        """Send ``request``, read the answer; its status code. Raises OSError on failure."""
+        if self._socket is None:
+            self._socket = socket.create_connection(self._address, timeout=30)
+            self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._buffer = b""
+        try:
+            self._socket.sendall(request)
+            head = self._read_until(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            self._read_exactly(length)
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise OSError(f"request failed: {exc}") from exc
+        return status
+
+    def _fill(self) -> None:
+        assert self._socket is not None
+        chunk = self._socket.recv(65536)
+        if not chunk:
+            raise OSError("connection closed by the server")
+        self._buffer += chunk
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while (end := self._buffer.find(marker)) < 0:
+            self._fill()
+        head, self._buffer = self._buffer[:end], self._buffer[end + len(marker) :]
+        return head
+
+    def _read_exactly(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            self._fill()
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+def _request(host: str, port: int, path: str, token: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
     url: str, token: str, template: dict[str, Any], rate: float, seconds: float, first_serial: int
 ) -> tuple[dict[str, float], int]:
@@ -154,19 +222,19 @@ def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
     parsed = urllib.parse.urlsplit(url)
     host, port, path = parsed.hostname or "127.0.0.1", parsed.port or 80, parsed.path
     total = int(rate * seconds)
-    bodies = [json.dumps(_delivery(template, first_serial + i)).encode() for i in range(total)]
+    requests_ = [
+        _request(host, port, path, token, json.dumps(_delivery(template, first_serial + i)).encode())
+        for i in range(total)
+    ]
     scheduled: dict[str, float] = {}
     failures = 0
     lock = threading.Lock()
     next_index = 0
     start = time.time() + 0.2
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     def sender() -> None:
         nonlocal next_index, failures
-        # http.client on a kept-alive connection: the load generator shares the machine's two
-        # cores with the agent and OPA, so it should spend as little CPU per request as it can
-        connection = http.client.HTTPConnection(host, port, timeout=30)
+        client = KeptAlive(host, port)
         try:
             while True:
                 with lock:
@@ -178,22 +246,17 @@ def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
                 delay = at - time.time()
                 if delay > 0:
                     time.sleep(delay)
-                fingerprint = f"{first_serial + index:016x}"
                 try:
-                    connection.request("POST", path, body=bodies[index], headers=headers)
-                    response = connection.getresponse()
-                    response.read()
-                    ok = response.status == 200
-                except (OSError, http.client.HTTPException):
-                    connection.close()
+                    ok = client.post(requests_[index]) == 200
+                except OSError:
                     ok = False
                 with lock:
                     if ok:
-                        scheduled[fingerprint] = at
+                        scheduled[f"{first_serial + index:016x}"] = at
                     else:
                         failures += 1
         finally:
-            connection.close()
+            client.close()
 
     threads = [threading.Thread(target=sender) for _ in range(SENDERS)]
     for thread in threads:
