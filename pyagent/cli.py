@@ -145,7 +145,7 @@ def serve(
     """Serve the Alertmanager webhook: POST /webhook/alertmanager, GET /healthz, GET /metrics."""
     from pyagent.app import running_agent  # noqa: PLC0415
     from pyagent.console.app import HumansApp  # noqa: PLC0415
-    from pyagent.server import WebhookApp, server  # noqa: PLC0415
+    from pyagent.server import WebhookApp, server, settle_collector  # noqa: PLC0415
 
     settings = _settings(
         config_file, listen=listen, state_dir=state_dir, opa_url=opa_url, inventory=inventory
@@ -163,8 +163,10 @@ def serve(
                 threads=settings.server_threads,
             )
             click.echo(f"pyagent serving on http://{settings.listen} (OPA {running.opa_url})", err=True)
+            uvicorn_server = server(app, settings.host, settings.port)
+            settle_collector()
             try:
-                server(app, settings.host, settings.port).run()
+                uvicorn_server.run()
             finally:
                 app.close()
     except PyagentError as exc:

