@@ -105,8 +105,9 @@ default _doc := {}
 
 _doc := input if is_object(input)
 
-# triggers by ceiling (lowest first), then by id and message
-_ordered_triggers := [t | some [_, t] in sort([[x.ceiling, x] | some x in triggers])]
+# triggers by ceiling (lowest first), then by the rest of the trigger: Rego compares two
+# objects key by key in key order, and "ceiling" is the first key of every trigger
+_ordered_triggers := sort(triggers)
 
 _frameworks_named if count(input.regulatory.frameworks) > 0
 

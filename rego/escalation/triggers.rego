@@ -1,5 +1,10 @@
 package escalation
 
+# A trigger on a number compares first and checks the type after: for most inputs the
+# comparison fails and the rule stops there. A value that is not a number can pass a
+# comparison (Rego orders null and booleans before numbers, strings after them), and the
+# type check then stops the rule; a field of the wrong type is reported by context_missing.
+
 # METADATA
 # title: AI unavailable
 # description: The AI system is unavailable, so it produces no diagnosis to act on.
@@ -25,8 +30,8 @@ triggers contains _trigger(rego.metadata.rule(), "the AI system is unavailable (
 #     lacks sufficient corroborating signal to recommend action without human review.
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	confidence := input.ai.confidence
-	is_number(confidence)
 	confidence < _thresholds.confidence_assisted_below
+	is_number(confidence)
 	msg := sprintf("composite confidence %v is below %v", [confidence, _thresholds.confidence_assisted_below])
 }
 
@@ -41,8 +46,8 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #     > 0.20 for: 1d labels: severity: ticket domain: ai_ops_quality
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	rate := input.ai.false_positive_rate_7d
-	is_number(rate)
 	rate > _thresholds.false_positive_rate_max
+	is_number(rate)
 	msg := sprintf("7-day false-positive rate %v is above %v", [rate, _thresholds.false_positive_rate_max])
 }
 
@@ -70,8 +75,8 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #     Error budget > 25% remaining (not in Tier 3 freeze)
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	remaining := input.error_budget.remaining
-	is_number(remaining)
 	remaining < _thresholds.error_budget_freeze_below
+	is_number(remaining)
 	msg := sprintf(
 		"error budget remaining %v is below %v (tier 3 freeze)",
 		[remaining, _thresholds.error_budget_freeze_below],
@@ -88,9 +93,9 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #     Conditions triggering Level 2 (ANY is sufficient): Confidence score 0.60–0.84
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	confidence := input.ai.confidence
-	is_number(confidence)
 	confidence >= _thresholds.confidence_assisted_below
 	confidence < _thresholds.confidence_autonomous_min
+	is_number(confidence)
 	msg := sprintf("composite confidence %v is below %v", [confidence, _thresholds.confidence_autonomous_min])
 }
 
@@ -105,8 +110,8 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #     failure pattern
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	occurrences := input.pattern.occurrences
-	is_number(occurrences)
 	occurrences < _thresholds.occurrences_supervised_below
+	is_number(occurrences)
 	msg := sprintf(
 		"pattern %s was seen %v times before, fewer than %v (first or second occurrence)",
 		[_pattern_label, occurrences, _thresholds.occurrences_supervised_below],
@@ -137,8 +142,8 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #     > 1 service OR cross-namespace
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	fraction := input.blast_radius.replica_fraction
-	is_number(fraction)
 	fraction > _thresholds.replica_fraction_max
+	is_number(fraction)
 	msg := sprintf("replica fraction %v is above %v", [fraction, _thresholds.replica_fraction_max])
 }
 
@@ -153,8 +158,8 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #     > 1 service OR cross-namespace
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	services := input.blast_radius.services
-	is_number(services)
 	services > _thresholds.services_max
+	is_number(services)
 	msg := sprintf("the action affects %v services, more than %v", [services, _thresholds.services_max])
 }
 
@@ -168,6 +173,9 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #     Conditions triggering Level 2 (ANY is sufficient): Blast radius: > 20% of replicas OR
 #     > 1 service OR cross-namespace
 triggers contains _trigger(rego.metadata.rule(), msg) if {
+	# a list holds at least as many elements as distinct names: when it is short enough, so
+	# is the set of names, and the set need not be built
+	count(input.blast_radius.namespaces) > _thresholds.namespaces_max
 	namespaces := {ns | some ns in input.blast_radius.namespaces}
 	count(namespaces) > _thresholds.namespaces_max
 	msg := sprintf("the action touches %d namespaces: %s", [count(namespaces), concat(", ", sort(namespaces))])
@@ -198,9 +206,9 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #     degraded)
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	remaining := input.error_budget.remaining
-	is_number(remaining)
 	remaining >= _thresholds.error_budget_freeze_below
 	remaining <= _thresholds.error_budget_degraded_max
+	is_number(remaining)
 	msg := sprintf(
 		"error budget remaining %v is within %v to %v (tier 2 degraded)",
 		[remaining, _thresholds.error_budget_freeze_below, _thresholds.error_budget_degraded_max],
@@ -271,9 +279,9 @@ triggers contains _trigger(rego.metadata.rule(), "the kill switch is engaged (gu
 #     response.
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	taken := input.guardrails.autonomous_actions_in_window
-	is_number(taken)
 	limit := _policy.autonomous_rate_limit
 	taken >= limit.max_actions
+	is_number(taken)
 	msg := sprintf(
 		"%v autonomous actions in the last %v s reach the limit of %v",
 		[taken, limit.window_seconds, limit.max_actions],
@@ -321,8 +329,8 @@ triggers contains _trigger(rego.metadata.rule(), _not_idempotent_reason)
 #     Pattern seen ≥ 10 times in incident history with consistent outcome
 triggers contains _trigger(rego.metadata.rule(), msg) if {
 	occurrences := input.pattern.occurrences
-	is_number(occurrences)
 	occurrences < _thresholds.occurrences_autonomous_min
+	is_number(occurrences)
 	msg := sprintf(
 		"pattern %s was seen %v times before, fewer than %v",
 		[_pattern_label, occurrences, _thresholds.occurrences_autonomous_min],
@@ -359,9 +367,9 @@ _not_idempotent_reason := "action.idempotent is false" if {
 
 _slow_rollback_reason := sprintf("rollback takes %v s, over %v s", [seconds, limit]) if {
 	seconds := input.action.rollback_seconds
-	is_number(seconds)
 	limit := _thresholds.rollback_seconds_max
 	seconds > limit
+	is_number(seconds)
 } else := sprintf("the action catalog gives %s a rollback of %v s, over %v s", [input.action.type, seconds, limit]) if {
 	seconds := _catalog_entry.rollback_seconds
 	limit := _thresholds.rollback_seconds_max
