@@ -4,12 +4,16 @@
 
 INSPECT.json is ``opa inspect -a --format json rego``. The table goes between the
 ``<!-- triggers:begin -->`` and ``<!-- triggers:end -->`` markers.
+
+Each trigger rule also writes its id and ceiling in its head, where OPA reads them without
+a lookup per rule; either mode fails when a head says other than the rule's METADATA.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,31 @@ def triggers(inspect: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(found.values(), key=lambda t: (t["ceiling"], t["where"]))
 
 
+def _head(source: Path, row: int) -> str:
+    """The rule's head: from its first line to the start of its body or the blank line after it."""
+    text = "\n".join(source.read_text().splitlines()[row - 1 :])
+    return re.split(r"\bif \{|\n\s*\n", text, maxsplit=1)[0]
+
+
+def head_mismatches(inspect: dict[str, Any], root: Path) -> list[str]:
+    """Where a trigger rule's head does not name the id and ceiling of its METADATA."""
+    problems = []
+    for entry in inspect.get("annotations", []):
+        custom = entry.get("annotations", {}).get("custom", {})
+        if "id" not in custom:
+            continue
+        where = entry["location"]
+        head = _head(root / where["file"], where["row"])
+        named = re.search(r'"id":\s*"([^"]*)"', head), re.search(r'"ceiling":\s*(\d+)', head)
+        found = tuple(m.group(1) if m else None for m in named)
+        if found != (custom["id"], str(custom["ceiling"])):
+            problems.append(
+                f"{where['file']}:{where['row']}: the head names id {found[0]} and ceiling {found[1]}, "
+                f"the METADATA {custom['id']} and {custom['ceiling']}"
+            )
+    return problems
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| trigger | ceiling | fires when | from the source policy |",
@@ -65,8 +94,15 @@ def main() -> int:
     parser.add_argument("inspect", type=Path)
     parser.add_argument("readme", type=Path)
     parser.add_argument("--check", action="store_true", help="exit 1 if the README's table is stale")
+    parser.add_argument("--root", type=Path, default=Path(), help="where the inspected paths start")
     args = parser.parse_args()
-    rows = triggers(json.loads(args.inspect.read_text()))
+    inspect = json.loads(args.inspect.read_text())
+    mismatches = head_mismatches(inspect, args.root)
+    for problem in mismatches:
+        print(problem, file=sys.stderr)
+    if mismatches:
+        return 1
+    rows = triggers(inspect)
     current = args.readme.read_text()
     wanted = render(current, rows)
     if args.check:

@@ -15,7 +15,7 @@ package escalation
 #     deadlock); Scale-up of single HPA-managed deployment by ≤ 2 replicas; Certificate
 #     rotation on non-production workloads; Log pipeline gateway restart (telemetry outage,
 #     no production impact)
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "action_not_authorised_autonomous", "ceiling": 3, "message": msg} if {
 	some msg in _level_4_refusals
 }
 
@@ -28,7 +28,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     CRITICAL CONSTRAINT: No action may exist permanently at Level 4. Every Level 4
 #     automation must have a scheduled re-qualification review.
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "qualification_missing", "ceiling": 3, "message": msg} if {
 	count(_qualified_ns) == 0
 	msg := sprintf(
 		"no qualification for action %s on pattern %s",
@@ -45,7 +45,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Re-qualification: every 90 days or after any incident where autonomous action was taken
 #     and outcome was suboptimal
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "qualification_expired", "ceiling": 3, "message": msg} if {
 	age_ns := _now_ns - _latest_qualification_ns
 	age_ns > _policy.requalification_days * _day_ns
 	msg := sprintf(
@@ -65,7 +65,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Re-qualification: every 90 days or after any incident where autonomous action was taken
 #     and outcome was suboptimal
-triggers contains _trigger(rego.metadata.rule(), _suboptimal_reason) if {
+triggers contains {"id": "suboptimal_outcome", "ceiling": 2, "message": _suboptimal_reason} if {
 	# most inputs record no suboptimal outcome (null): then there is nothing to compare
 	is_number(_last_suboptimal_ns)
 }

@@ -12,10 +12,12 @@ package escalation
 #   source: >-
 #     LEVEL 0 — MANUAL ... Appropriate when: AI system is unavailable, untrusted, or context
 #     is outside AI training distribution entirely.
-triggers contains object.union(
-	_trigger(rego.metadata.rule(), sprintf("%s %s", [field, problem])),
-	{"field": field},
-) if {
+triggers contains {
+	"id": "context_missing",
+	"ceiling": 1,
+	"field": field,
+	"message": sprintf("%s %s", [field, problem]),
+} if {
 	not _well_formed
 	some field, spec in _fields
 	problem := _field_problem(object.get(_doc, spec.path, null), spec)

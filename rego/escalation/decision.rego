@@ -110,10 +110,3 @@ _doc := input if is_object(input)
 _ordered_triggers := sort(triggers)
 
 _frameworks_named if count(input.regulatory.frameworks) > 0
-
-# the result object of a fired trigger; id and ceiling come from the rule's METADATA
-_trigger(annotation, message) := {
-	"id": annotation.custom.id,
-	"ceiling": annotation.custom.ceiling,
-	"message": message,
-}

@@ -1,5 +1,8 @@
 package escalation
 
+# Each trigger rule adds {"id", "ceiling", "message"} to triggers; its head names the id and
+# ceiling its METADATA gives (make docs-check fails when the two differ).
+#
 # A trigger on a number compares first and checks the type after: for most inputs the
 # comparison fails and the rule stops there. A value that is not a number can pass a
 # comparison (Rego orders null and booleans before numbers, strings after them), and the
@@ -15,8 +18,9 @@ package escalation
 #     LEVEL 0 — MANUAL AI generates no recommendations. Human observes raw telemetry and
 #     decides. Appropriate when: AI system is unavailable, untrusted, or context is outside
 #     AI training distribution entirely.
-triggers contains _trigger(rego.metadata.rule(), "the AI system is unavailable (ai.available is false)") if {
+triggers contains {"id": "ai_unavailable", "ceiling": 0, "message": msg} if {
 	input.ai.available == false
+	msg := "the AI system is unavailable (ai.available is false)"
 }
 
 # METADATA
@@ -28,7 +32,7 @@ triggers contains _trigger(rego.metadata.rule(), "the AI system is unavailable (
 #   source: >-
 #     A low-confidence diagnosis means the AI has identified a plausible pattern match but
 #     lacks sufficient corroborating signal to recommend action without human review.
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "confidence_low", "ceiling": 1, "message": msg} if {
 	confidence := input.ai.confidence
 	confidence < _thresholds.confidence_assisted_below
 	is_number(confidence)
@@ -44,7 +48,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Conditions triggering Level 1 (ANY is sufficient): holmesgpt:false_positive_rate:rate7d
 #     > 0.20 for: 1d labels: severity: ticket domain: ai_ops_quality
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "false_positive_rate_high", "ceiling": 1, "message": msg} if {
 	rate := input.ai.false_positive_rate_7d
 	rate > _thresholds.false_positive_rate_max
 	is_number(rate)
@@ -60,7 +64,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Trigger 3 — Novelty Detection The failure pattern does not match any pattern in the AI
 #     system's training corpus or historical incident database.
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "novel_pattern", "ceiling": 1, "message": msg} if {
 	input.pattern.known == false
 	msg := sprintf("pattern %s is novel (pattern.known is false)", [_pattern_label])
 }
@@ -73,7 +77,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   ceiling: 1
 #   source: >-
 #     Error budget > 25% remaining (not in Tier 3 freeze)
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "error_budget_exhausted", "ceiling": 1, "message": msg} if {
 	remaining := input.error_budget.remaining
 	remaining < _thresholds.error_budget_freeze_below
 	is_number(remaining)
@@ -91,7 +95,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   ceiling: 2
 #   source: >-
 #     Conditions triggering Level 2 (ANY is sufficient): Confidence score 0.60–0.84
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "confidence_below_autonomous", "ceiling": 2, "message": msg} if {
 	confidence := input.ai.confidence
 	confidence >= _thresholds.confidence_assisted_below
 	confidence < _thresholds.confidence_autonomous_min
@@ -108,7 +112,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Conditions triggering Level 2 (ANY is sufficient): First or second occurrence of this
 #     failure pattern
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "early_occurrence", "ceiling": 2, "message": msg} if {
 	occurrences := input.pattern.occurrences
 	occurrences < _thresholds.occurrences_supervised_below
 	is_number(occurrences)
@@ -126,7 +130,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   ceiling: 2
 #   source: >-
 #     Pattern seen ≥ 10 times in incident history with consistent outcome
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "inconsistent_outcomes", "ceiling": 2, "message": msg} if {
 	input.pattern.consistent_outcomes == false
 	msg := sprintf("past outcomes of pattern %s are inconsistent (pattern.consistent_outcomes is false)", [_pattern_label])
 }
@@ -140,7 +144,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Conditions triggering Level 2 (ANY is sufficient): Blast radius: > 20% of replicas OR
 #     > 1 service OR cross-namespace
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "blast_radius_replicas", "ceiling": 2, "message": msg} if {
 	fraction := input.blast_radius.replica_fraction
 	fraction > _thresholds.replica_fraction_max
 	is_number(fraction)
@@ -156,7 +160,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Conditions triggering Level 2 (ANY is sufficient): Blast radius: > 20% of replicas OR
 #     > 1 service OR cross-namespace
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "blast_radius_services", "ceiling": 2, "message": msg} if {
 	services := input.blast_radius.services
 	services > _thresholds.services_max
 	is_number(services)
@@ -172,7 +176,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Conditions triggering Level 2 (ANY is sufficient): Blast radius: > 20% of replicas OR
 #     > 1 service OR cross-namespace
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "cross_namespace", "ceiling": 2, "message": msg} if {
 	# a list holds at least as many elements as distinct names: when it is short enough, so
 	# is the set of names, and the set need not be built
 	count(input.blast_radius.namespaces) > _thresholds.namespaces_max
@@ -190,7 +194,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Conditions triggering Level 2 (ANY is sufficient): Action affects shared infrastructure
 #     (Argo CD, Prometheus, Istio)
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "shared_infrastructure", "ceiling": 2, "message": msg} if {
 	input.blast_radius.shared_infrastructure == true
 	msg := "the action affects shared infrastructure (blast_radius.shared_infrastructure is true)"
 }
@@ -204,7 +208,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Conditions triggering Level 2 (ANY is sufficient): Error budget between 25–75% (Tier 2
 #     degraded)
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "error_budget_degraded", "ceiling": 2, "message": msg} if {
 	remaining := input.error_budget.remaining
 	remaining >= _thresholds.error_budget_freeze_below
 	remaining <= _thresholds.error_budget_degraded_max
@@ -227,7 +231,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #     An AI system that correctly diagnoses a production issue with 99% confidence and proposes
 #     a remediation that would constitute an undocumented change to a regulated asset must
 #     escalate to Level 2 and generate a change record.
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "regulated_asset", "ceiling": 2, "message": msg} if {
 	_regulated
 	msg := sprintf("the target is a regulated asset (frameworks: %s)", [_frameworks_text])
 }
@@ -241,7 +245,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     Blast radius is assessed across three dimensions: ... and reversibility (can the action
 #     be undone in under five minutes with a single command).
-triggers contains _trigger(rego.metadata.rule(), _irreversible_reason)
+triggers contains {"id": "irreversible", "ceiling": 2, "message": _irreversible_reason}
 
 # METADATA
 # title: Action not catalogued
@@ -251,7 +255,7 @@ triggers contains _trigger(rego.metadata.rule(), _irreversible_reason)
 #   ceiling: 2
 #   source: >-
 #     AI executes actions autonomously within pre-approved policy boundaries.
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "action_not_catalogued", "ceiling": 2, "message": msg} if {
 	not _policy.catalog[input.action.type]
 	msg := sprintf("action type %s is not in the action catalog", [_quote(object.get(_doc, ["action", "type"], null))])
 }
@@ -264,8 +268,9 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   ceiling: 2
 #   source: >-
 #     Its authority derives from human review, not from the AI system that consults it.
-triggers contains _trigger(rego.metadata.rule(), "the kill switch is engaged (guardrails.kill_switch is true)") if {
+triggers contains {"id": "kill_switch", "ceiling": 2, "message": msg} if {
 	input.guardrails.kill_switch == true
+	msg := "the kill switch is engaged (guardrails.kill_switch is true)"
 }
 
 # METADATA
@@ -277,7 +282,7 @@ triggers contains _trigger(rego.metadata.rule(), "the kill switch is engaged (gu
 #   source: >-
 #     It is a story about the speed asymmetry between automated propagation and human
 #     response.
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "autonomous_rate_limit", "ceiling": 2, "message": msg} if {
 	taken := input.guardrails.autonomous_actions_in_window
 	limit := _policy.autonomous_rate_limit
 	taken >= limit.max_actions
@@ -297,7 +302,7 @@ triggers contains _trigger(rego.metadata.rule(), msg) if {
 #   source: >-
 #     The escalation policy is an operational governance document ... reviewed and approved
 #     by SRE leadership and compliance. Last Reviewed: 2025-Q1 | Next Review: 2025-Q2
-triggers contains _trigger(rego.metadata.rule(), _review_overdue_reason)
+triggers contains {"id": "policy_review_overdue", "ceiling": 2, "message": _review_overdue_reason}
 
 # METADATA
 # title: Slow rollback
@@ -307,7 +312,7 @@ triggers contains _trigger(rego.metadata.rule(), _review_overdue_reason)
 #   ceiling: 3
 #   source: >-
 #     Action is idempotent and fully reversible in ≤ 5 minutes
-triggers contains _trigger(rego.metadata.rule(), _slow_rollback_reason)
+triggers contains {"id": "slow_rollback", "ceiling": 3, "message": _slow_rollback_reason}
 
 # METADATA
 # title: Not idempotent
@@ -317,7 +322,7 @@ triggers contains _trigger(rego.metadata.rule(), _slow_rollback_reason)
 #   ceiling: 3
 #   source: >-
 #     Action is idempotent and fully reversible in ≤ 5 minutes
-triggers contains _trigger(rego.metadata.rule(), _not_idempotent_reason)
+triggers contains {"id": "not_idempotent", "ceiling": 3, "message": _not_idempotent_reason}
 
 # METADATA
 # title: Insufficient history
@@ -327,7 +332,7 @@ triggers contains _trigger(rego.metadata.rule(), _not_idempotent_reason)
 #   ceiling: 3
 #   source: >-
 #     Pattern seen ≥ 10 times in incident history with consistent outcome
-triggers contains _trigger(rego.metadata.rule(), msg) if {
+triggers contains {"id": "insufficient_history", "ceiling": 3, "message": msg} if {
 	occurrences := input.pattern.occurrences
 	occurrences < _thresholds.occurrences_autonomous_min
 	is_number(occurrences)
