@@ -31,7 +31,6 @@ from pyagent.context import Context, Sources, gather_many
 from pyagent.dispatch import ABORT_LEVEL, Case, Hands, acts_without_asking, dispatch_many
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
-from pyagent.inflight import InFlight
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Question, Verdict, decide_many
@@ -88,7 +87,7 @@ class Agent:
         self.executions = executions
         self._to_execute: queue.Queue[tuple[Case, str | None] | None] = queue.Queue()
         self._queue: queue.Queue[StoredAlert | None] = queue.Queue()
-        self._in_flight = InFlight()
+        self._in_flight = hands.in_flight  # dispatch releases an action once history has it
         self._threads: list[threading.Thread] = []
         self._executors: list[threading.Thread] = []
         self._idle = threading.Condition()
@@ -218,7 +217,7 @@ class Agent:
             case, history_problem = item
             try:
                 [outcome] = dispatch_many([case], self.hands)
-                self._in_flight.done(case.alert_id)  # executed (history counts it now) or refused
+                self._in_flight.done(case.alert_id)  # refused, or history could not record it
                 self._audit_outcomes([((case, history_problem), outcome)])
             finally:
                 self._busy_more(-1)
@@ -322,19 +321,21 @@ class Agent:
     def _prepare(self, batch: list[StoredAlert]) -> list[_Prepared]:
         """Close resolved alerts, skip those resolved before they were decided; gather the
         context of the others, at one moment, counting in the rate limit the autonomous
-        decisions made and not yet executed (history counts an action once executed)."""
+        decisions made and not yet in history (history counts an action once executed)."""
         firing: list[StoredAlert] = []
         for stored in batch:
             with self._failures_logged(stored.id):
                 if self._still_firing(stored):
                     firing.append(stored)
+        # counted before history is read: an action leaves this count only once history has
+        # it, so read in this order it is counted at least once, never missed
+        already = self._in_flight.count()
         try:
             contexts = gather_many([stored.alert for stored in firing], self.clock(), self.sources)
         except Exception as exc:  # noqa: BLE001 - a bug in a source: these stay pending, the worker goes on
             for stored in firing:
                 self._failed(stored.id, exc)
             return []
-        already = self._in_flight.count()
         return [
             _Prepared.of(stored, context.counting_also(already))
             for stored, context in zip(firing, contexts, strict=True)

@@ -23,6 +23,7 @@ from pyagent.changes import ChangeDesk, ChangeRecord
 from pyagent.errors import ExecutorError, HistoryError
 from pyagent.executors import Change, Deadline, Executor, ProposedAction, StepResult
 from pyagent.executors.guardrails import Guardrails
+from pyagent.inflight import InFlight
 from pyagent.ledger import Ledger
 from pyagent.notifiers import Notifier
 from pyagent.policy import Verdict
@@ -80,7 +81,8 @@ class Asker(Protocol):
 @dataclass(frozen=True)
 class Hands:
     """The executor, channels, store, audit and change desk dispatch works through; the
-    history outcomes are learned in, the guardrails, and the catalog's verification deadlines."""
+    history outcomes are learned in, the guardrails, the catalog's verification deadlines,
+    and the autonomous decisions made and not yet in history."""
 
     executor: Executor
     notifier: Notifier
@@ -92,6 +94,7 @@ class Hands:
     guardrails: Guardrails = field(default_factory=Guardrails)
     verify_seconds: Mapping[str, float] = field(default_factory=dict)
     clock: Callable[[], datetime] = _utc_now
+    in_flight: InFlight = field(default_factory=InFlight)
 
     @property
     def ledger(self) -> Ledger:
@@ -363,7 +366,8 @@ def roll_back(hands: Hands, decision_id: str, action: ProposedAction, change: Ch
 
 
 def _record_action(case: Case, hands: Hands) -> int | None:
-    """Record the executed action in history (it counts toward the autonomous rate limit)."""
+    """Record the executed action in history (it counts toward the autonomous rate limit from
+    now on, so it is no longer counted as in flight)."""
     history = hands.history
     if history is None:
         return None
@@ -372,12 +376,14 @@ def _record_action(case: Case, hands: Hands) -> int | None:
         if incident_id is None:
             _step(hands, case, "history_problem", detail="no incident recorded; the action is not in history")
             return None
-        return history.record_action(
+        action_id = history.record_action(
             incident_id, case.action.type, case.verdict.decision.level, hands.clock()
         )
     except HistoryError as exc:
         _step(hands, case, "history_problem", detail=str(exc))
         return None
+    hands.in_flight.done(case.alert_id)
+    return action_id
 
 
 def _learn(case: Case, hands: Hands, action_id: int | None, outcome: str, *, simulated: bool) -> None:
