@@ -35,24 +35,27 @@ def test_every_trigger_head_names_the_id_and_ceiling_of_its_metadata() -> None:
     assert head_mismatches(inspected, PROJECT_ROOT) == []
 
 
-def test_a_head_that_differs_from_its_metadata_is_named(tmp_path: Path) -> None:
-    shutil.copytree(PROJECT_ROOT / "rego", tmp_path / "rego")
-    policy = tmp_path / "rego" / "escalation" / "triggers.rego"
+def _mismatches_after_edit(root: Path, module: str, old: str, new: str) -> list[str]:
+    """The head mismatches of a copy of the policy in ``root`` with ``old`` replaced by ``new``
+    in ``module``."""
+    shutil.copytree(PROJECT_ROOT / "rego", root / "rego")
+    policy = root / "rego" / "escalation" / module
     before = policy.read_text()
-    after = before.replace('{"id": "kill_switch", "ceiling": 2,', '{"id": "kill_switch", "ceiling": 3,')
+    after = before.replace(old, new)
     assert after != before
     policy.write_text(after)
-    [problem] = head_mismatches(_inspect(tmp_path), tmp_path)
+    return head_mismatches(_inspect(root), root)
+
+
+def test_a_head_that_differs_from_its_metadata_is_named(tmp_path: Path) -> None:
+    head = '{"id": "kill_switch", "ceiling": %d,'
+    [problem] = _mismatches_after_edit(tmp_path, "triggers.rego", head % 2, head % 3)
     assert problem.startswith("rego/escalation/triggers.rego:")
     assert "kill_switch" in problem
 
 
 def test_a_multi_line_head_is_read_to_its_body(tmp_path: Path) -> None:
-    shutil.copytree(PROJECT_ROOT / "rego", tmp_path / "rego")
-    policy = tmp_path / "rego" / "escalation" / "context.rego"
-    before = policy.read_text()
-    after = before.replace('\t"id": "context_missing",', '\t"id": "context_absent",')
-    assert after != before
-    policy.write_text(after)
-    [problem] = head_mismatches(_inspect(tmp_path), tmp_path)
+    [problem] = _mismatches_after_edit(
+        tmp_path, "context.rego", '\t"id": "context_missing",', '\t"id": "context_absent",'
+    )
     assert "context_absent" in problem
