@@ -9,7 +9,7 @@ again on ``start``.
 The alerts of one batch are gathered before any of them is recorded, so they do not see
 each other in history: fewer occurrences and a pattern still novel only lower autonomy. The
 rate limit, where a missing count would raise it, counts every autonomous decision not yet
-executed, and the batch's own in order (see :mod:`pyagent.inflight`).
+in history, and the batch's own in order (see :mod:`pyagent.inflight`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
 from pyagent.briefing import Briefing
 from pyagent.context import Context, Sources, gather_many
-from pyagent.dispatch import ABORT_LEVEL, Case, Hands, acts_without_asking, dispatch_many
+from pyagent.dispatch import Case, Hands, acts_without_asking, autonomous, dispatch_many
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
@@ -370,10 +370,10 @@ class Agent:
         earlier = 0
         for asked, first in zip(prepared, verdicts, strict=True):
             ready, verdict = asked, first
-            if earlier and first.decision.level >= ABORT_LEVEL:
+            if earlier and autonomous(first.decision):
                 ready = asked.counting_also(earlier)
                 [verdict] = self._ask([ready])
-            if verdict.decision.level >= ABORT_LEVEL:
+            if autonomous(verdict.decision):
                 earlier += 1
                 self._in_flight.add(ready.stored.id)
             decided.append((ready, verdict))

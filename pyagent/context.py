@@ -59,7 +59,7 @@ class Context:
 
     def counting_also(self, decided: int) -> Context:
         """This context with ``decided`` more autonomous actions in the rate-limit window: ones
-        already decided but not yet executed, which history cannot count yet."""
+        already decided whose actions history has not recorded yet."""
         if not decided:
             return self
         taken = self.guardrails.autonomous_actions_in_window + decided

@@ -20,6 +20,7 @@ from pyagent.alerts import Alert
 from pyagent.approvals import Approval
 from pyagent.briefing import Briefing
 from pyagent.changes import ChangeDesk, ChangeRecord
+from pyagent.contract import Decision
 from pyagent.errors import ExecutorError, HistoryError
 from pyagent.executors import Change, Deadline, Executor, ProposedAction, StepResult
 from pyagent.executors.guardrails import Guardrails
@@ -116,9 +117,14 @@ def _step(hands: Hands, case: Case, step: str, **fields: Any) -> None:
     audit_step(hands, case.decision_id, case.action, step, fingerprint=case.alert.fingerprint, **fields)
 
 
+def autonomous(decision: Decision) -> bool:
+    """Whether the agent carries the decision out itself (levels 3 and 4) rather than asking
+    or telling; such decisions count in the policy's autonomous rate limit."""
+    return decision.level >= ABORT_LEVEL
+
+
 def acts_without_asking(case: Case) -> bool:
-    """Whether the agent carries the case out itself (levels 3 and 4) rather than asking or telling."""
-    return case.verdict.decision.level >= ABORT_LEVEL
+    return autonomous(case.verdict.decision)
 
 
 def dispatch_many(cases: list[Case], hands: Hands) -> list[str | Exception]:

@@ -1,4 +1,4 @@
-"""Autonomous decisions not yet executed, for the policy's rate limit.
+"""Autonomous decisions whose actions history has not recorded yet, for the policy's rate limit.
 
 The rate limit (``guardrails.autonomous_actions_in_window``) counts the autonomous actions
 history has recorded, and history records an action when it is executed. Decisions at
