@@ -26,6 +26,7 @@ from typing import Any
 
 from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
+from pyagent.batching import take_batch
 from pyagent.briefing import Briefing
 from pyagent.context import Context, Sources, gather_many
 from pyagent.dispatch import Case, Hands, acts_without_asking, autonomous, dispatch_many
@@ -155,7 +156,7 @@ class Agent:
         carry it out."""
         stop = False
         while not stop:
-            batch, stop = self._next_batch()
+            batch, stop = take_batch(self._queue, self.batch_size)
             try:
                 self._carry_out(self._decide(self._prepare(batch)))
             except Exception as exc:  # noqa: BLE001 - a bug must not end the worker thread
@@ -163,22 +164,6 @@ class Agent:
                     self._failed(stored.id, exc)
             finally:
                 self._busy_more(-len(batch))
-
-    def _next_batch(self) -> tuple[list[StoredAlert], bool]:
-        """The alerts queued now, at least one; and whether the agent is stopping."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < self.batch_size:
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if more is None:
-                return batch, True
-            batch.append(more)
-        return batch, False
 
     def _carry_out(self, decided: list[_Decided]) -> None:
         """Record the decisions, then act on each in order.

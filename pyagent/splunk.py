@@ -16,6 +16,8 @@ from typing import Any
 
 import requests
 
+from pyagent.batching import take_batch
+
 _log = logging.getLogger(__name__)
 
 
@@ -115,25 +117,9 @@ class SplunkForwarder:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            batch = self._take_batch()
+            batch, _ = take_batch(self._queue, self.batch_size)  # the stop sign comes with _stop set
             if batch:
                 self._settle(len(batch), self._deliver("".join(batch).encode("utf-8")))
-
-    def _take_batch(self) -> list[str]:
-        """Up to ``batch_size`` queued events, waiting for the first; empty when told to stop."""
-        first = self._queue.get()
-        if first is None:
-            return []
-        batch = [first]
-        while len(batch) < self.batch_size:
-            try:
-                event = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if event is None:
-                break
-            batch.append(event)
-        return batch
 
     def _deliver(self, body: bytes) -> _Outcome:
         """POST ``body``, retrying busy answers and connection errors with doubling backoff."""
