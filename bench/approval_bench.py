@@ -36,17 +36,13 @@ from typing import Any
 import requests
 import yaml
 
-from bench.stats import percentile
+from bench.stats import epoch, percentile
 from pyagent.opa import free_port
 from tests.fakes import FakePagerDuty, FakeSlack
 from tests.humans import policy_with_timeout
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "examples" / "alerts" / "regulated-pci.json"
-
-
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _delivery(template: dict[str, Any], serial: int) -> dict[str, Any]:
@@ -133,7 +129,7 @@ def main() -> int:
         finally:
             process.terminate()
             process.wait(timeout=30)
-        intake = {r["fingerprint"]: _epoch(r["received_at"]) for r in _records(state, "intake")}
+        intake = {r["fingerprint"]: epoch(r["received_at"]) for r in _records(state, "intake")}
         from_send, from_intake = [], []
         for request in slack.received("/api/chat.postMessage"):
             text = json.dumps(request.json()["blocks"])
@@ -141,7 +137,7 @@ def main() -> int:
             from_send.append(request.at - sent[fingerprint])
             from_intake.append(request.at - intake[fingerprint])
         expired = _records(state, "approval_expired")
-        due = {r["approval_id"]: _epoch(r["due_at"]) for r in expired}
+        due = {r["approval_id"]: epoch(r["due_at"]) for r in expired}
         late = [r["late_seconds"] for r in expired]
         paged = [
             r.at - due[r.json()["payload"]["custom_details"]["approval_id"]]

@@ -43,7 +43,7 @@ from typing import Any
 
 import requests
 
-from bench.stats import percentile
+from bench.stats import epoch, percentile
 from pyagent.alerts import parse_webhook
 from pyagent.app import build_sources
 from pyagent.context import gather
@@ -116,10 +116,6 @@ def baseline(opa_url: str, policy_input: dict[str, Any], count: int) -> list[flo
     return times
 
 
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 class AuditTail:
     """Follows the agent's audit log and keeps the time of each fingerprint's decision."""
 
@@ -142,9 +138,9 @@ class AuditTail:
         for line in lines:
             record = json.loads(line)
             if record["kind"] == "decision":
-                self.decided[record["fingerprint"]] = _epoch(record["ts"])
+                self.decided[record["fingerprint"]] = epoch(record["ts"])
             elif record["kind"] == "intake":
-                self.received[record["fingerprint"]] = _epoch(record["received_at"])
+                self.received[record["fingerprint"]] = epoch(record["received_at"])
 
 
 class KeptAlive:
