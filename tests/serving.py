@@ -70,8 +70,10 @@ def post(url: str, body: object, token: str | None = None) -> requests.Response:
 
 
 def records(state: Path, kind: str) -> list[dict[str, Any]]:
-    """The audit records of one kind, in order."""
-    lines = (state / "audit.jsonl").read_text().splitlines()
+    """The audit records of one kind, in order. Read while the agent runs, the last line may
+    be half written: only lines already ended are read."""
+    text = (state / "audit.jsonl").read_text()
+    lines = text[: text.rfind("\n") + 1].splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
