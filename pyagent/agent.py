@@ -4,7 +4,8 @@
 queued as one batch and dispatches it. Levels 3 and 4 are carried out on execution threads
 of their own (as many as ``max_concurrent_actions``), so verifying a rollout never holds up
 deciding the next alerts. Alerts recorded but not decided when the agent stopped are queued
-again on ``start``.
+again on ``start``, and so are those decided whose decision took no durable step (no
+approval, execution or outcome recorded): their decision is dropped, and audited as such.
 
 The alerts of one batch are gathered before any of them is recorded, so they do not see
 each other in history: fewer occurrences and a pattern still novel only lower autonomy. The
@@ -116,7 +117,9 @@ class Agent:
         return {"opa": self.opa.healthy(), "store": self.store.healthy()}
 
     def start(self) -> None:
-        """Start the workers and queue every alert recorded but not yet decided."""
+        """Start the workers and queue every alert recorded but not yet decided, and every
+        alert whose decision was never carried out (see :meth:`_decide_again`)."""
+        self._decide_again()
         for stored in self.store.pending():
             self._put(stored)
         for index in range(self.workers):
@@ -127,6 +130,32 @@ class Agent:
             thread = threading.Thread(target=self._execute, name=f"pyagent-execution-{index}", daemon=True)
             thread.start()
             self._executors.append(thread)
+
+    def _decide_again(self) -> None:
+        """Drop the decisions the agent recorded but never carried out, so that their alerts
+        are decided anew: it stopped, or the audit failed, between a decision's commit and its
+        first durable step (an approval, an execution, an outcome). Nothing was done for
+        them, and the audit says so before the alert's new decision."""
+        unfinished = self.store.not_carried_out()
+        if not unfinished:
+            return
+        self.audit.append_many(
+            [
+                (
+                    "decision_abandoned",
+                    {
+                        "decision_id": decision_id,
+                        "alert_id": stored.id,
+                        "fingerprint": stored.alert.fingerprint,
+                        "level": level,
+                        "reason": "recorded but never carried out before the agent stopped; decided again",
+                    },
+                )
+                for stored, decision_id, level in unfinished
+            ]
+        )
+        self.store.reopen([decision_id for _, decision_id, _ in unfinished])
+        log.warning("%d decisions were never carried out; their alerts are decided again", len(unfinished))
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued alert is processed."""
@@ -173,7 +202,8 @@ class Agent:
         to history in one transaction, and the outcomes are audited together at the end.
         An alert whose processing fails before its decision is recorded stays pending (it
         is retried at the next start); a failure after that is logged and counted as an
-        error. Neither stops the others."""
+        error, and a decision that never took its first durable step is decided again at
+        the next start. Neither stops the others."""
         if not decided:
             return
         try:
@@ -227,7 +257,8 @@ class Agent:
             )
         try:
             self.audit.append_many(outcomes)
-        except Exception as exc:  # noqa: BLE001 - the actions are done; their outcomes are not audited
+            self.store.carried_out([str(fields["decision_id"]) for _, fields in outcomes])
+        except Exception as exc:  # noqa: BLE001 - the actions are done; a restart decides those not marked again
             for (case, _), _outcome in done:
                 self._failed(case.alert_id, exc)
 

@@ -25,7 +25,7 @@ from pyagent.contract import Trigger
 from pyagent.errors import ApprovalClosed, ApprovalNotFound, PlanMismatch
 from pyagent.executors import ProposedAction
 from pyagent.notifiers.outbox import Notice, enqueue
-from pyagent.store import Store
+from pyagent.store import Store, mark_carried_out
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS approvals (
@@ -235,6 +235,8 @@ class Approvals:
                 )
                 for notice in notices(approval):
                     enqueue(db, notice, now)
+                # from here on a restart finds the approval, and asks no one again
+                mark_carried_out(db, [approval.decision_id])
                 return approval
 
             return insert

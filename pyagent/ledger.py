@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from pyagent.errors import AbortRefused
 from pyagent.executors import Change, ProposedAction
-from pyagent.store import Store
+from pyagent.store import Store, mark_carried_out
 
 ABORTABLE = ("executed", "succeeded")
 ABORT_LEVEL = 3
@@ -78,16 +78,17 @@ class Ledger:
     def begin(self, decision_id: str, action: ProposedAction, level: int) -> bool:
         """Record that ``decision_id`` starts executing; False when it already did (do nothing)."""
         row = (decision_id, json.dumps(action.to_json()), level, _iso(datetime.now(UTC)))
-        return self.store.transact(
-            lambda db: (
-                db.execute(
-                    "INSERT OR IGNORE INTO executions (decision_id, action, level, state, started_at)"
-                    " VALUES (?, ?, ?, 'started', ?)",
-                    row,
-                ).rowcount
-                == 1
-            )
-        )
+
+        def begin(db: sqlite3.Connection) -> bool:
+            started = db.execute(
+                "INSERT OR IGNORE INTO executions (decision_id, action, level, state, started_at)"
+                " VALUES (?, ?, ?, 'started', ?)",
+                row,
+            ).rowcount
+            mark_carried_out(db, [decision_id])  # from here on, a restart recovers it, never repeats it
+            return started == 1
+
+        return self.store.transact(begin)
 
     def executed(
         self,

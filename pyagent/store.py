@@ -43,10 +43,13 @@ CREATE TABLE IF NOT EXISTS incidents (
     opened_at TEXT NOT NULL, closed_at TEXT,
     UNIQUE (fingerprint, starts_at)
 );
+-- carried_out: 0 from the decision's commit until its first durable step (its approval,
+-- its execution, or its outcome) is recorded; decisions older than the column were carried out
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY, alert_id INTEGER NOT NULL UNIQUE REFERENCES alerts (id),
     incident_id INTEGER REFERENCES incidents (id),
-    level INTEGER NOT NULL, decision TEXT NOT NULL, input_hash TEXT NOT NULL, created_at TEXT NOT NULL
+    level INTEGER NOT NULL, decision TEXT NOT NULL, input_hash TEXT NOT NULL, created_at TEXT NOT NULL,
+    carried_out INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS executions (
     decision_id TEXT PRIMARY KEY, action TEXT NOT NULL, level INTEGER NOT NULL,
@@ -56,6 +59,13 @@ CREATE TABLE IF NOT EXISTS executions (
     abort_deadline TEXT, abort_requested_by TEXT, abort_requested_via TEXT, abort_requested_at TEXT,
     finished_at TEXT
 );
+"""
+# Columns added since the first release, for stores created before them.
+ADDED_COLUMNS = {
+    ("decisions", "carried_out"): "ALTER TABLE decisions ADD COLUMN carried_out INTEGER NOT NULL DEFAULT 1",
+}
+INDEXES = """
+CREATE INDEX IF NOT EXISTS decisions_not_carried_out ON decisions (alert_id) WHERE carried_out = 0;
 """
 
 
@@ -109,6 +119,10 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            for (table, column), statement in ADDED_COLUMNS.items():
+                if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                    self._db.execute(statement)
+            self._db.executescript(INDEXES)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"store {path}: {exc}") from exc
         self._queued: list[_Op[Any]] = []
@@ -309,6 +323,43 @@ class Store:
                 out.append((decision_id, result))
         return out
 
+    def carried_out(self, decision_ids: list[str]) -> None:
+        """Record that these decisions' outcomes are known (see :meth:`not_carried_out`)."""
+        if decision_ids:
+            self._run(lambda db: mark_carried_out(db, decision_ids))
+
+    def not_carried_out(self) -> list[tuple[StoredAlert, str, int]]:
+        """Alerts decided whose decision was never carried out, oldest first, each with its
+        decision id and level: the agent stopped, or the audit failed, after the decision's
+        commit and before its approval, execution or outcome was recorded."""
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT a.id, a.alert, a.received_at, d.id, d.level FROM decisions d"
+                " JOIN alerts a ON a.id = d.alert_id"
+                " WHERE d.carried_out = 0 AND a.state = 'decided' ORDER BY a.id"
+            ).fetchall()
+        )
+        return [
+            (StoredAlert(row[0], Alert.from_json(json.loads(row[1])), row[2]), row[3], row[4]) for row in rows
+        ]
+
+    def reopen(self, decision_ids: list[str]) -> None:
+        """Drop decisions never carried out and make their alerts pending again, to be decided
+        anew; a decision carried out meanwhile is kept."""
+
+        def reopen(db: sqlite3.Connection) -> None:
+            for decision_id in decision_ids:
+                row = db.execute(
+                    "SELECT alert_id FROM decisions WHERE id = ? AND carried_out = 0", (decision_id,)
+                ).fetchone()
+                if row is not None:
+                    db.execute("DELETE FROM decisions WHERE id = ?", (decision_id,))
+                    db.execute(
+                        "UPDATE alerts SET state = 'pending', decision_id = NULL WHERE id = ?", (row[0],)
+                    )
+
+        self._run(reopen)
+
     def counts(self) -> dict[str, int]:
         """Row counts per table, for health and tests."""
         tables = ("deliveries", "alerts", "incidents", "decisions", "executions")
@@ -352,7 +403,7 @@ def _decision_writer(
             (alert.fingerprint, alert.starts_at),
         ).fetchone()
         inserted = db.execute(
-            "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
             (
                 decision_id,
                 stored.id,
@@ -371,3 +422,11 @@ def _decision_writer(
         return opened == 1
 
     return decide
+
+
+def mark_carried_out(db: sqlite3.Connection, decision_ids: list[str]) -> None:
+    """In the caller's transaction: these decisions have taken their first durable step, so a
+    restart must not decide their alerts again."""
+    db.executemany(
+        "UPDATE decisions SET carried_out = 1 WHERE id = ? AND carried_out = 0", [(i,) for i in decision_ids]
+    )

@@ -83,3 +83,13 @@ def record_without_deciding(state: Path, *bodies: dict[str, Any]) -> None:
     for body in bodies:
         store.record_delivery(parse_webhook(json.dumps(body).encode()))
     store.close()
+
+
+def record_decided_without_acting(state: Path, body: dict[str, Any]) -> list[str]:
+    """A delivery recorded and its alerts' decisions committed, as the worker commits them,
+    with nothing carried out: the agent stopped right after that commit. The decision ids."""
+    store = Store(state / "agent.db")
+    stored = store.record_delivery(parse_webhook(json.dumps(body).encode()))
+    recorded = store.record_decisions([(alert, {"level": 1}, "input-hash") for alert in stored])
+    store.close()
+    return [result[0] for result in recorded if isinstance(result, tuple)]

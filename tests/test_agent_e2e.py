@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,11 +11,20 @@ from typing import Any
 import pytest
 import requests
 
+from pyagent.alerts import parse_webhook
 from pyagent.app import Running, running_agent
 from pyagent.audit import verify
 from pyagent.opa import EmbeddedOpa
 from pyagent.settings import Settings
-from tests.serving import EXAMPLES, example, post, record_without_deciding, records, serve
+from tests.serving import (
+    EXAMPLES,
+    example,
+    post,
+    record_decided_without_acting,
+    record_without_deciding,
+    records,
+    serve,
+)
 
 TOKEN = "s3cret-token"
 
@@ -140,6 +150,47 @@ def test_recorded_but_undecided_alerts_are_decided_after_a_restart(
         assert running.agent.drain(30)
         assert 1 == running.agent.store.counts()["decisions"]
     assert 1 == len(records(tmp_path, "decision"))
+
+
+def test_a_decision_never_carried_out_is_dropped_and_decided_again_after_a_restart(
+    tmp_path: Path, opa_server: EmbeddedOpa
+) -> None:
+    """The agent stopped between committing a decision and its first durable step: nothing
+    was done for the alert, so it is decided again, and the audit says what was dropped."""
+    [dropped] = record_decided_without_acting(tmp_path, _payload())
+    settings = Settings(state_dir=tmp_path, opa_url=opa_server.url, inventory=EXAMPLES / "inventory.yaml")
+    with running_agent(settings) as running:
+        assert running.agent.drain(30)
+        left = running.agent.store.not_carried_out()
+        counts = running.agent.store.counts()
+    [abandoned] = records(tmp_path, "decision_abandoned")
+    [decision] = records(tmp_path, "decision")
+    [outcome] = records(tmp_path, "outcome")
+    assert dropped == abandoned["decision_id"]
+    assert abandoned["seq"] < decision["seq"]
+    assert dropped != decision["decision_id"]
+    assert (decision["decision_id"], "approval_requested") == (outcome["decision_id"], outcome["outcome"])
+    assert [] == left
+    assert 1 == counts["decisions"]
+    assert verify(tmp_path / "audit.jsonl").ok
+
+
+@pytest.mark.parametrize(
+    "name", ["level-0-ai-opted-out", "level-1-novel-pattern", "level-2-first-occurrence", "level-3-rollback"]
+)
+def test_a_decision_carried_out_is_not_decided_again_after_a_restart(
+    tmp_path: Path, opa_server: EmbeddedOpa, name: str
+) -> None:
+    settings = Settings(state_dir=tmp_path, opa_url=opa_server.url, inventory=EXAMPLES / "inventory.yaml")
+    with running_agent(settings) as running:
+        running.agent.intake(parse_webhook(json.dumps(example(name)).encode()))
+        assert running.agent.drain(30)
+    with running_agent(settings) as running:
+        assert running.agent.drain(30)
+        counts = running.agent.store.counts()
+    assert 1 == counts["decisions"]
+    assert 1 == len(records(tmp_path, "decision"))
+    assert [] == records(tmp_path, "decision_abandoned")
 
 
 def test_alert_resolved_before_it_is_decided_is_not_acted_on(tmp_path: Path, opa_server: EmbeddedOpa) -> None:

@@ -15,6 +15,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from pyagent.alerts import Delivery as AlertGroup
 from pyagent.approvals import Approval, Approvals, Ask, Request, plan_hash
 from pyagent.briefing import Briefing
 from pyagent.changes import ChangeRecord
@@ -23,11 +24,13 @@ from pyagent.dispatch import Case, dispatch_many
 from pyagent.errors import StoreUnavailable
 from pyagent.executors import ProposedAction
 from pyagent.executors.dryrun import DryRunExecutor
+from pyagent.ledger import Ledger
 from pyagent.notifiers.outbox import Notice, create_table
 from pyagent.notifiers.outbox import history as outbox_history
 from pyagent.notifiers.pagerduty import dedup_key
 from pyagent.opa import OpaClient
 from pyagent.store import Store
+from tests.builders import firing_alert
 from tests.execution_kit import case, kit
 from tests.fakes import FakeSlack
 from tests.humans import (
@@ -377,6 +380,29 @@ def test_approvals_created_together_stand_alone(tmp_path: Path) -> None:
         a.id for a in pending
     )
     assert ['{"text": "d-1"}', '{"text": "d-2"}', '{"text": "d-3"}'] == queued
+
+
+def test_a_decision_counts_as_carried_out_from_its_approval_or_its_execution(tmp_path: Path) -> None:
+    """The first durable step marks a decision in its own transaction, so a restart after it
+    never decides the alert again; a decision with no step yet is dropped and its alert
+    is pending again."""
+    store = Store(tmp_path / "agent.db")
+    book = Approvals(store)
+    create_table(store)
+    alerts = tuple(firing_alert({"alertname": "X"}, fingerprint=f"fp-{n}") for n in range(3))
+    stored = store.record_delivery(AlertGroup("{}:{}", "firing", "pyagent", 0, alerts))
+    ids = [
+        r[0] for r in store.record_decisions([(s, {"level": 2}, "h") for s in stored]) if isinstance(r, tuple)
+    ]
+    book.create_many([Ask(ids[0], stored[0].id, _request("checkout"), 600, lambda _: [])], 1000.0)
+    Ledger(store).begin(ids[1], ProposedAction("rolling_restart", "Deployment", "shop", "cart"), 4)
+    unfinished = store.not_carried_out()
+    store.reopen([ids[2], ids[0]])  # the one with an approval is kept
+    pending, counts = store.pending(), store.counts()
+    store.close()
+    assert [(stored[2].id, ids[2], 2)] == [(a.id, d, level) for a, d, level in unfinished]
+    assert [stored[2].id] == [a.id for a in pending]
+    assert 2 == counts["decisions"]
 
 
 class _BrokenAsker:

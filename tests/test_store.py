@@ -164,3 +164,22 @@ def test_decisions_recorded_together_stand_alone(tmp_path: Path) -> None:
     assert [True, True] == [r[1] for r in (recorded[0], recorded[2]) if isinstance(r, tuple)]
     assert 3 == counts["decisions"]
     assert 3 == counts["incidents"]
+
+
+def test_a_store_from_before_carried_out_counts_its_decisions_as_carried_out(tmp_path: Path) -> None:
+    """Opening a store made before decisions had ``carried_out`` adds the column, and the
+    decisions already there are not decided again."""
+    path = tmp_path / "agent.db"
+    store = Store(path)
+    stored = store.record_delivery(
+        AlertGroup("{}:{}", "firing", "pyagent", 0, (firing_alert({"alertname": "X"}),))
+    )
+    store.record_decisions([(stored[0], {"level": 1}, "h")])
+    store.close()
+    with sqlite3.connect(path) as db:  # the table as it was
+        db.execute("DROP INDEX decisions_not_carried_out")
+        db.execute("ALTER TABLE decisions DROP COLUMN carried_out")
+    reopened = Store(path)
+    left = reopened.not_carried_out()
+    reopened.close()
+    assert [] == left
