@@ -22,6 +22,7 @@ from typing import Any
 from pyagent.access import Identity
 from pyagent.briefing import Briefing
 from pyagent.contract import Trigger
+from pyagent.encoders import CANONICAL_ASCII
 from pyagent.errors import ApprovalClosed, ApprovalNotFound, PlanMismatch
 from pyagent.executors import ProposedAction
 from pyagent.notifiers.outbox import Notice, enqueue
@@ -44,8 +45,7 @@ COLUMNS = (
 
 def plan_hash(action: ProposedAction) -> str:
     """SHA-256 of the canonical JSON of the action: its type, target and parameters."""
-    canonical = json.dumps(action.to_json(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(CANONICAL_ASCII.encode(action.to_json()).encode()).hexdigest()
 
 
 def _action(data: dict[str, Any]) -> ProposedAction:

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pyagent.encoders import CANONICAL
 from pyagent.errors import AuditChainBroken
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ RESERVED_KEYS = frozenset({"seq", "ts", "instance", "kind", "prev_hash", "hash"}
 
 def canonical_json(obj: object) -> bytes:
     """The bytes a record is hashed (and written) as: sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return CANONICAL.encode(obj).encode("utf-8")
 
 
 def record_hash(record: Mapping[str, Any]) -> str:

@@ -8,11 +8,11 @@ at the context's health ceiling, so a policy bug can only lower autonomy.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pyagent.contract import LEVEL_NAMES, Approval, Decision, PolicyInfo, Trigger
+from pyagent.encoders import CANONICAL
 from pyagent.errors import PolicyError
 from pyagent.opa import OpaClient
 
@@ -22,8 +22,7 @@ FALLBACK_LEVEL = 1
 
 def input_hash(policy_input: object) -> str:
     """SHA-256 of the canonical JSON of the policy input, recorded with every decision."""
-    canonical = json.dumps(policy_input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(CANONICAL.encode(policy_input).encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
 from typing import Any, TextIO
 
+from pyagent.encoders import SORTED
 from pyagent.notifiers.outbox import Delivery
 
 log = logging.getLogger("pyagent.notify")
@@ -23,7 +23,7 @@ class ConsoleNotifier:
     def notify(self, kind: str, summary: str, details: dict[str, Any]) -> None:
         log.info("%s: %s", kind, summary)
         with self._lock:
-            self.stream.write(f"[{kind}] {summary} {json.dumps(details, sort_keys=True)}\n")
+            self.stream.write(f"[{kind}] {summary} {SORTED.encode(details)}\n")
             self.stream.flush()
 
     def deliver(self, delivery: Delivery) -> dict[str, Any]:

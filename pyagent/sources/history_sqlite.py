@@ -36,6 +36,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from pyagent.encoders import SORTED
 from pyagent.errors import HistoryError
 from pyagent.sources import HistoryFacts
 from pyagent.sources.novelty import IncidentRecord
@@ -222,8 +223,8 @@ class HistorySQLite:
                     new.pattern_id,
                     new.alert_name,
                     rfc3339(new.started_at),
-                    json.dumps(dict(new.labels), sort_keys=True),
-                    json.dumps(dict(new.annotations), sort_keys=True),
+                    SORTED.encode(dict(new.labels)),
+                    SORTED.encode(dict(new.annotations)),
                 )
                 for new in incidents
             ],
