@@ -100,7 +100,15 @@ class Supervisor:
         """Persist a pending approval for each case, committed together, announce each and
         schedule its deadline; a case whose approval could not be recorded gets the exception
         in its place."""
-        labels = [_label(change) for _, _, change in asks]  # dispatch opened it, or there is none
+        announced: dict[str, list[Notice]] = {}  # by approval id: built once, queued, then delivered
+
+        def announcer(label: str | None) -> Callable[[Approval], list[Notice]]:
+            def announce(created: Approval) -> list[Notice]:
+                announced[created.id] = self.messages.approval_requested(created, label)
+                return self.outbox.queued(announced[created.id])
+
+            return announce
+
         created = self.approvals.create_many(
             [
                 Ask(
@@ -108,21 +116,18 @@ class Supervisor:
                     case.alert_id,
                     _request(case, plan, change),
                     case.verdict.decision.approval.timeout_seconds,
-                    self._announcer(label),
+                    announcer(_label(change)),  # dispatch opened the change, or there is none
                 )
-                for (case, plan, change), label in zip(asks, labels, strict=True)
+                for case, plan, change in asks
             ],
             self.clock(),
         )
-        for approval, label in zip(created, labels, strict=True):
+        for approval in created:
             if not isinstance(approval, Exception):
                 self.deadlines.add(approval.id, approval.expires_at)
-                self.outbox.deliver_local(self.messages.approval_requested(approval, label))
+                self.outbox.deliver_local(announced[approval.id])
         self.outbox.wake()
         return created
-
-    def _announcer(self, label: str | None) -> Callable[[Approval], list[Notice]]:
-        return lambda created: self.outbox.queued(self.messages.approval_requested(created, label))
 
     def decide(self, approval_id: str, verdict: str, seen_plan_hash: str, identity: Identity) -> Approval:
         """One person's answer. Raises an ApprovalRefused subclass, having changed nothing."""
