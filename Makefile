@@ -15,7 +15,7 @@ INPUT_SCHEMA := pyagent/schemas/input.schema.json
 COVERAGE_MIN := 95
 PYTHON ?= python3
 
-.PHONY: help setup packages tools kube-apiserver venv run decide bench test lint policy-test coverage pytest docs docs-check bench-policy clean
+.PHONY: help setup packages tools kube-apiserver image-base image venv run decide bench test lint policy-test coverage pytest docs docs-check bench-policy clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -42,6 +42,22 @@ tools: $(TOOLS)/stamps/opa-$(OPA_VERSION) $(TOOLS)/stamps/regal-$(REGAL_VERSION)
 kube-apiserver: ## build the pinned kube-apiserver into .tools/bin (about 5 min cold), apt-get etcd-server
 	tools/build-kube-apiserver.sh
 
+image-base: ## debootstrap the image test's stand-in Python base into .tools/images (about 1 min cold)
+	tools/build-image-base.sh
+
+# The container image. The wheels are built here, so `docker build` needs no network; the
+# base images are variables, so a registry mirror's copies can stand in for them.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= pyagent:$(VERSION)
+PYTHON_IMAGE ?= python:3.11-slim-bookworm
+OPA_IMAGE ?= openpolicyagent/opa:$(OPA_VERSION:v%=%)-static
+
+image: venv ## build the container image (pyagent:VERSION): wheels into build/wheels, then docker build
+	rm -rf build/wheels
+	$(VENV)/bin/pip wheel --quiet --wheel-dir build/wheels .
+	docker build --network none --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		--build-arg OPA_IMAGE=$(OPA_IMAGE) --tag $(IMAGE) .
+
 $(TOOLS)/stamps/opa-$(OPA_VERSION): tools/versions.mk tools/go-install.sh
 	tools/go-install.sh opa github.com/open-policy-agent/opa $(OPA_VERSION)
 
@@ -64,7 +80,7 @@ run: setup ## set up, then serve the webhook on 127.0.0.1:9095 with its own OPA 
 decide: setup ## decide DESIGN.md's example policy input with an OPA started here
 	pyagent decide examples/input.json --explain
 
-test: setup kube-apiserver lint policy-test coverage pytest docs-check ## set up (and build kube-apiserver), then run every gate and test
+test: setup kube-apiserver image-base lint policy-test coverage pytest docs-check ## set up (and build kube-apiserver and the image test's base), then run every gate and test
 
 lint: ## opa fmt, opa check --strict with the input schema, Regal, promtool, ruff, mypy
 	opa fmt --list --fail $(REGO)
