@@ -3,11 +3,12 @@
 #   make image                       # wheels into build/wheels, then this build (no network)
 #   docker run -p 9095:9095 pyagent:0.1.0
 #
-# By default `pyagent serve` starts OPA itself on loopback with the policy in
-# /opt/pyagent/rego, the example inventory and the dry-run executor: the embedded default.
-# In a cluster, OPA runs as a sidecar and the agent is given --opa-url
-# (deploy/kubernetes/deployment.yaml). Configuration comes from PYAGENT_* variables or
-# --config; state (SQLite, the audit log) lives in the volume /var/lib/pyagent.
+# /opt/pyagent is laid out as a checkout is, so the defaults are make run's: `pyagent serve`
+# starts OPA itself on loopback with the policy in rego/, the example inventory and the
+# dry-run executor, and keeps its state (SQLite, the audit log) in var/, a volume. In a
+# cluster, OPA runs as a sidecar and a config file names it (deploy/kubernetes/). Only the
+# policy directory is set by the environment (PYAGENT_POLICY_DIR, the policy this image
+# ships): a variable would override the same key in a config file.
 #
 # The base images are arguments, so a registry mirror's copies can stand in for them.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -27,14 +28,12 @@ COPY rego /opt/pyagent/rego
 COPY examples /opt/pyagent/examples
 ENV PATH=/opt/pyagent/venv/bin:$PATH \
     PYAGENT_POLICY_DIR=/opt/pyagent/rego \
-    PYAGENT_INVENTORY=/opt/pyagent/examples/inventory.yaml \
-    PYAGENT_STATE_DIR=/var/lib/pyagent \
     PYTHONDONTWRITEBYTECODE=1
 # a numeric user, so that a pod's runAsNonRoot can check it
-RUN mkdir -p /var/lib/pyagent && chown 65532:65532 /var/lib/pyagent
+RUN mkdir -p /opt/pyagent/var && chown 65532:65532 /opt/pyagent/var
 USER 65532:65532
-WORKDIR /var/lib/pyagent
-VOLUME /var/lib/pyagent
+WORKDIR /opt/pyagent
+VOLUME /opt/pyagent/var
 EXPOSE 9095
 ENTRYPOINT ["pyagent"]
 CMD ["serve", "--listen", "0.0.0.0:9095"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 
 from tests.kube import KubeCluster
 
@@ -33,6 +35,42 @@ class Admin:
 
     def create(self, path: str, body: dict[str, Any]) -> Any:
         return self.send("POST", path, body)
+
+    def shipped_service_account(self, rbac: Path) -> tuple[str, str]:
+        """The ``pyagent`` service account in a fresh namespace, bound to the ClusterRole of
+        ``rbac`` (created under a name of its own); the namespace and a token of the account."""
+        role = next(d for d in yaml.safe_load_all(rbac.read_text()) if d["kind"] == "ClusterRole")
+        suffix = uuid.uuid4().hex[:8]
+        home = self.namespace()
+        role["metadata"]["name"] = f"pyagent-inventory-{suffix}"
+        self.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
+        self.create(
+            f"/api/v1/namespaces/{home}/serviceaccounts",
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "pyagent"}},
+        )
+        self.create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": f"pyagent-inventory-{suffix}"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role["metadata"]["name"],
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": "pyagent", "namespace": home}],
+            },
+        )
+        token = self.create(
+            f"/api/v1/namespaces/{home}/serviceaccounts/pyagent/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 600},
+            },
+        )["status"]["token"]
+        return home, str(token)
 
     def namespace(
         self, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None

@@ -501,39 +501,9 @@ def test_shipped_rbac_is_enough_to_read_every_fact(
     admin: Admin, kube_cluster: KubeCluster, tmp_path: Path
 ) -> None:
     """The ClusterRole of deploy/kubernetes/rbac.yaml, bound to a fresh service account."""
-    documents = list(yaml.safe_load_all(RBAC.read_text()))
-    role = next(d for d in documents if d["kind"] == "ClusterRole")
+    role = next(d for d in yaml.safe_load_all(RBAC.read_text()) if d["kind"] == "ClusterRole")
     assert {v for rule in role["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
-    suffix = uuid.uuid4().hex[:8]
-    home = admin.namespace()
-    role["metadata"]["name"] = f"pyagent-inventory-{suffix}"
-    admin.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
-    admin.create(
-        f"/api/v1/namespaces/{home}/serviceaccounts",
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "pyagent"}},
-    )
-    admin.create(
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": f"pyagent-inventory-{suffix}"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": role["metadata"]["name"],
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "pyagent", "namespace": home}],
-        },
-    )
-    token = admin.create(
-        f"/api/v1/namespaces/{home}/serviceaccounts/pyagent/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 600},
-        },
-    )["status"]["token"]
+    _, token = admin.shipped_service_account(RBAC)
     ns = admin.namespace(annotations={"escalation.io/regulated": "pci-dss"})
     admin.deployment(ns, "payments-api", 10, max_unavailable="25%")
     admin.hpa(ns, "payments-api", "payments-api", 3, 12)
