@@ -190,15 +190,15 @@ def _folders(
 ) -> dict[str, Path]:
     """A host folder per volume of the pod, as its kubelet would fill them: the ConfigMap's
     files (``moved`` to the test's ports and namespace), the service account's token and CA."""
-    folders = {name: tmp_path / name for name in ("policy", "state", "config", SERVICE_ACCOUNT)}
+    folders = {name: tmp_path / name for name in ("policy", "state", "config", "serviceaccount")}
     for folder in folders.values():
-        folder.mkdir(parents=True)
+        folder.mkdir()
         folder.chmod(0o777)  # what fsGroup does for the pod's volumes
     [config_map] = [d for d in _objects() if d["kind"] == "ConfigMap"]
     for key, text in config_map["data"].items():
         (folders["config"] / key).write_text(moved(text))
-    (folders[SERVICE_ACCOUNT] / "token").write_text(token)
-    (folders[SERVICE_ACCOUNT] / "ca.crt").write_bytes(kube_cluster.ca_path.read_bytes())
+    (folders["serviceaccount"] / "token").write_text(token)
+    (folders["serviceaccount"] / "ca.crt").write_bytes(kube_cluster.ca_path.read_bytes())
     return folders
 
 
@@ -255,7 +255,7 @@ def test_the_deployments_pod_decides_with_its_sidecar_and_the_clusters_facts(
     assert 0 == copied.wait(timeout=60)["StatusCode"], copied.logs()
     copied.remove()
     host, _, port = kube_cluster.url.removeprefix("https://").rpartition(":")
-    account = {str(folders[SERVICE_ACCOUNT]): {"bind": SERVICE_ACCOUNT, "mode": "ro"}}
+    account = {str(folders["serviceaccount"]): {"bind": SERVICE_ACCOUNT, "mode": "ro"}}
     kubernetes = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
     started = [_start(image, OPA_IMAGE, containers["opa"], folders, moved, user=user)]
     try:
