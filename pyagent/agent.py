@@ -257,7 +257,8 @@ class Agent:
             )
         try:
             self.audit.append_many(outcomes)
-            self.store.carried_out([str(fields["decision_id"]) for _, fields in outcomes])
+            # a level-2 decision was marked by the transaction that created its approval
+            self.store.carried_out([str(f["decision_id"]) for _, f in outcomes if f["level"] != 2])
         except Exception as exc:  # noqa: BLE001 - the actions are done; a restart decides those not marked again
             for (case, _), _outcome in done:
                 self._failed(case.alert_id, exc)
