@@ -69,6 +69,14 @@ def post(url: str, body: object, token: str | None = None) -> requests.Response:
     return requests.post(url + "/webhook/alertmanager", json=body, headers=headers, timeout=10)
 
 
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now; False while nothing listens there yet."""
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 def records(state: Path, kind: str) -> list[dict[str, Any]]:
     """The audit records of one kind, in order. Read while the agent runs, the last line may
     be half written: only lines already ended are read."""

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,9 @@ from pyagent.audit import AuditLog, verify
 from pyagent.cli import main
 from pyagent.errors import ConfigError
 from pyagent.opa import EmbeddedOpa, free_port
+from tests.execution_kit import wait_for
 from tests.processes import stop
-from tests.serving import EXAMPLES
+from tests.serving import EXAMPLES, answers
 
 NOW = "2026-11-26T12:00:00Z"
 
@@ -164,10 +164,7 @@ def test_serve_answers_then_stops_cleanly_on_sigterm_with_its_opa(tmp_path: Path
         started = process.stderr.readline().decode()
         opa_url = started.rpartition("(OPA ")[2].rstrip(")\n")
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while not _healthy(url):
-            assert time.monotonic() < deadline, "the agent did not become healthy"
-            time.sleep(0.1)
+        wait_for(lambda: answers(url + "/healthz"), "the agent healthy")
         body = json.loads((EXAMPLES / "alerts" / "level-1-novel-pattern.json").read_text())
         response = requests.post(url + "/webhook/alertmanager", json=body, timeout=10)
         assert {"accepted": 1, "duplicates": 0} == response.json()
@@ -182,10 +179,3 @@ def test_serve_answers_then_stops_cleanly_on_sigterm_with_its_opa(tmp_path: Path
     assert verify(tmp_path / "audit.jsonl").ok
     kinds = [json.loads(line)["kind"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert "decision" in kinds  # the alert acknowledged before SIGTERM was decided before exit
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(url + "/healthz", timeout=5).status_code == 200
-    except requests.ConnectionError:  # not listening yet
-        return False

@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,10 @@ import yaml
 from pyagent.audit import verify
 from pyagent.opa import free_port
 from tests.docker_engine import DockerEngine
+from tests.execution_kit import wait_for
 from tests.kube import KubeCluster
 from tests.kube_objects import Admin
-from tests.serving import example, records
+from tests.serving import answers, example, post, records
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -89,8 +89,12 @@ def image(docker_host: DockerEngine) -> Iterator[docker.DockerClient]:
         client.close()
 
 
-def _healthy(url: str, deadline: float) -> bool:
-    return _answers(url + "/healthz", deadline)
+def _wait_answering(url: str, container: Any) -> None:
+    """Wait until ``url`` answers 200; if it never does, fail with the container's log."""
+    try:
+        wait_for(lambda: answers(url), f"{url} answering 200", timeout=60)
+    except AssertionError as exc:
+        raise AssertionError(container.logs().decode(errors="replace")) from exc
 
 
 def test_the_image_serves_the_webhook_with_its_own_opa_and_stops_cleanly(
@@ -110,16 +114,9 @@ def test_the_image_serves_the_webhook_with_its_own_opa_and_stops_cleanly(
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        assert _healthy(url, time.monotonic() + 60), container.logs().decode(errors="replace")
-        posted = requests.post(
-            url + "/webhook/alertmanager",
-            json=example("level-2-first-occurrence"),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=10,
-        )
-        deadline = time.monotonic() + 30
-        while not records(state, "outcome") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _wait_answering(url + "/healthz", container)
+        posted = post(url, example("level-2-first-occurrence"), TOKEN)
+        wait_for(lambda: bool(records(state, "outcome")), "the decision's outcome")
         stylesheet = requests.get(url + "/console/static/console.css", timeout=10)
         user = container.exec_run(["id", "-u"]).output.decode().strip()
         container.stop(timeout=20)
@@ -273,16 +270,12 @@ def test_the_deployments_pod_decides_with_its_sidecar_and_the_clusters_facts(
         )
         probe = containers["opa"]["readinessProbe"]["httpGet"]["path"]
         url = f"http://127.0.0.1:{ports['9095']}"
-        deadline = time.monotonic() + 60
-        assert _answers(f"http://127.0.0.1:{ports['8282']}{probe}", deadline), started[0].logs()
-        assert _healthy(url, deadline), started[1].logs().decode(errors="replace")
+        _wait_answering(f"http://127.0.0.1:{ports['8282']}{probe}", started[0])
+        _wait_answering(url + "/healthz", started[1])
         alert = example("level-2-first-occurrence")
         alert["alerts"][0]["labels"] |= {"namespace": namespace, "deployment": "checkout"}
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        posted = requests.post(url + "/webhook/alertmanager", json=alert, headers=headers, timeout=10)
-        deadline = time.monotonic() + 30
-        while not records(folders["state"], "decision") and time.monotonic() < deadline:
-            time.sleep(0.2)
+        posted = post(url, alert, TOKEN)
+        wait_for(lambda: bool(records(folders["state"], "decision")), "the pod's decision")
         for container in reversed(started):
             container.stop(timeout=20)
         exits = [container.wait(timeout=30)["StatusCode"] for container in started]
@@ -294,17 +287,6 @@ def test_the_deployments_pod_decides_with_its_sidecar_and_the_clusters_facts(
     assert "kubernetes" == decision["inventory"]["source"]  # read in-cluster, with rbac.yaml's grant
     assert [] == decision["context_problems"]
     assert [0, 0] == exits
-
-
-def _answers(url: str, deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return True
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    return False
 
 
 def test_the_dockerfile_and_the_deployment_name_the_pinned_opa() -> None:
