@@ -136,9 +136,16 @@ def test_valid_click_on_an_unknown_approval_is_refused_without_side_effects(agen
     )
     answer = post_click(url, body)
     assert (200, False, 404) == (answer.status_code, answer.json()["ok"], answer.json()["status"])
-    assert before == (state / "audit.jsonl").read_text()
-    assert ["pending"] == [a.state for a in running.desk.supervisor.approvals.listed()]
     assert "no approval" in fakes.slack.wait_for(1, "/actions/")[0].json()["text"]
+    # the refusal's reply to the clicker is delivered and audited like any notice; nothing else is
+    replies = wait_until(lambda: [r for r in audit_records(state, "notification") if r["notice"] == "reply"])
+    after = (state / "audit.jsonl").read_text()
+    assert after.startswith(before)
+    assert [("notification", "reply")] == [
+        (r["kind"], r["notice"]) for r in map(json.loads, after[len(before) :].splitlines())
+    ]
+    assert 1 == len(replies)
+    assert ["pending"] == [a.state for a in running.desk.supervisor.approvals.listed()]
 
 
 def test_click_by_someone_not_in_the_access_file_changes_nothing(agent: Served) -> None:
