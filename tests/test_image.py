@@ -208,8 +208,9 @@ def _start(  # noqa: PLR0917 - one container of the pod, as its kubelet starts i
     network: str = "host",
     **options: Any,
 ) -> Any:
-    """``container`` of the pod spec started: its command, arguments, volume mounts (an
-    ``emptyDir`` named tmp as a tmpfs) and read-only root; the pod's user is in ``options``."""
+    """``container`` of the pod spec started: its command, arguments, literal environment,
+    volume mounts (an ``emptyDir`` named tmp as a tmpfs) and read-only root; the pod's user
+    is in ``options``."""
     mounts = container.get("volumeMounts", [])
     binds = {
         str(folders[m["name"]]): {"bind": m["mountPath"], "mode": "ro" if m.get("readOnly") else "rw"}
@@ -217,6 +218,7 @@ def _start(  # noqa: PLR0917 - one container of the pod, as its kubelet starts i
         if m["name"] in folders
     }
     binds |= options.pop("volumes", {})
+    literal = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}  # not valueFrom
     return client.containers.run(
         image,
         [moved(argument) for argument in container.get("args", [])],
@@ -226,6 +228,7 @@ def _start(  # noqa: PLR0917 - one container of the pod, as its kubelet starts i
         network_mode=network,
         read_only=container["securityContext"]["readOnlyRootFilesystem"],
         detach=True,
+        environment=literal | options.pop("environment", {}),
         **options,
     )
 
@@ -272,6 +275,7 @@ def test_the_deployments_pod_decides_with_its_sidecar_and_the_clusters_facts(
         url = f"http://127.0.0.1:{ports['9095']}"
         _wait_answering(f"http://127.0.0.1:{ports['8282']}{probe}", started[0])
         _wait_answering(url + "/healthz", started[1])
+        sidecar_metrics = requests.get(f"http://127.0.0.1:{ports['8282']}/metrics", timeout=10).text
         alert = example("level-2-first-occurrence")
         alert["alerts"][0]["labels"] |= {"namespace": namespace, "deployment": "checkout"}
         posted = post(url, alert, TOKEN)
@@ -287,6 +291,9 @@ def test_the_deployments_pod_decides_with_its_sidecar_and_the_clusters_facts(
     assert "kubernetes" == decision["inventory"]["source"]  # read in-cluster, with rbac.yaml's grant
     assert [] == decision["context_problems"]
     assert [0, 0] == exits
+    # the sidecar runs with the manifest's collector settings
+    assert "go_gc_gogc_percent 1.8446744073709552e+19" in sidecar_metrics.splitlines()
+    assert "go_gc_gomemlimit_bytes 2.68435456e+08" in sidecar_metrics.splitlines()
 
 
 def test_the_dockerfile_and_the_deployment_name_the_pinned_opa() -> None:
