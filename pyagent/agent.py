@@ -30,7 +30,7 @@ from pyagent.audit import AuditLog
 from pyagent.batching import take_batch
 from pyagent.briefing import Briefing
 from pyagent.context import Context, Sources, gather_many
-from pyagent.dispatch import Case, Hands, acts_without_asking, autonomous, dispatch_many
+from pyagent.dispatch import Case, Hands, autonomous, dispatch_many
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
@@ -217,11 +217,11 @@ class Agent:
         for ready, _ in decided:
             if ready.stored.id not in recorded:  # failed, or decided by another worker: never executed
                 self._in_flight.done(ready.stored.id)
-        executing = [(c, p) for c, p in cases if acts_without_asking(c)]
+        executing = [(c, p) for c, p in cases if c.autonomous]
         for case, history_problem in executing:
             self._busy_more(1)
             self._to_execute.put((case, history_problem))
-        telling = [(c, p) for c, p in cases if not acts_without_asking(c)]
+        telling = [(c, p) for c, p in cases if not c.autonomous]
         done = dispatch_many([case for case, _ in telling], self.hands)
         self._audit_outcomes(list(zip(telling, done, strict=True)))
 

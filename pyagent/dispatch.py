@@ -71,6 +71,11 @@ class Case:
     alert_id: int
     incident_id: int | None = None  # the history incident; None: the alert's latest one
 
+    @property
+    def autonomous(self) -> bool:
+        """Whether the agent carries this case out itself: see :func:`autonomous`."""
+        return autonomous(self.verdict.decision)
+
 
 class Asker(Protocol):
     """Asks humans to approve level-2 cases (:class:`pyagent.supervision.Supervisor`): an
@@ -121,10 +126,6 @@ def autonomous(decision: Decision) -> bool:
     """Whether the agent carries the decision out itself (levels 3 and 4) rather than asking
     or telling; such decisions count in the policy's autonomous rate limit."""
     return decision.level >= ABORT_LEVEL
-
-
-def acts_without_asking(case: Case) -> bool:
-    return autonomous(case.verdict.decision)
 
 
 def dispatch_many(cases: list[Case], hands: Hands) -> list[str | Exception]:
@@ -241,14 +242,13 @@ def execute_action(case: Case, hands: Hands) -> str:
     never retried). Every outcome of a real change is recorded in history.
     """
     guardrails = hands.guardrails
-    autonomous = acts_without_asking(case)
-    if autonomous and guardrails.kill_switch_engaged():
+    if case.autonomous and guardrails.kill_switch_engaged():
         return _refuse(case, hands, "the kill switch is engaged")
     with guardrails.slot(case.action.target) as refusal:
         if refusal is not None:
             return _refuse(case, hands, refusal)
         plan = plan_of(hands.executor, case.action)
-        if autonomous and guardrails.kill_switch_engaged():  # again, right before the change
+        if case.autonomous and guardrails.kill_switch_engaged():  # again, right before the change
             return _refuse(case, hands, "the kill switch is engaged")
         if not hands.ledger.begin(case.decision_id, case.action, case.verdict.decision.level):
             _step(hands, case, "duplicate", reason="this decision was executed before; not executed again")
