@@ -11,7 +11,7 @@ import pytest
 
 from pyagent.alerts import Alert
 from pyagent.errors import ConfigError, HistoryError
-from pyagent.sources import NO_ACTION, WORST_CASE_ACTIONS
+from pyagent.sources import NO_ACTION, WORST_CASE_ACTIONS, history_sqlite
 from pyagent.sources.catalog import ActionCatalog, CatalogDiagnoser
 from pyagent.sources.guardrails import FileGuardrails
 from pyagent.sources.history_sqlite import HistorySQLite, OutcomeKind
@@ -283,6 +283,58 @@ def test_history_rejects_an_unknown_outcome(tmp_path: Path) -> None:
     action_id = remediation(history, "oom-memory-leak", None, NOW)
     with pytest.raises(HistoryError, match="CHECK constraint"):
         history.record_outcome(action_id, "great", NOW)  # type: ignore[arg-type]
+
+
+def test_history_refuses_an_outcome_for_no_action(tmp_path: Path) -> None:
+    history = HistorySQLite(tmp_path / "history.db")
+    with pytest.raises(HistoryError, match="no action 42"):
+        history.record_outcome(42, "success", NOW)
+
+
+def test_history_reads_a_patterns_outcomes_from_one_index_however_long_its_history(tmp_path: Path) -> None:
+    """An outcome carries its pattern and action type, so the two questions about them are
+    index seeks: through the joins, they read every incident of the pattern (77 ms per
+    question with 25,000 outcomes)."""
+    history = HistorySQLite(tmp_path / "history.db")
+    remediation(history, "oom-memory-leak", "success", NOW - timedelta(days=1))
+    conn = sqlite3.connect(tmp_path / "history.db")
+    try:
+        for query in (history_sqlite._ANY_NOT_SUCCESS, history_sqlite._LAST_SUBOPTIMAL):
+            parameters = (None,) * query.count("?")
+            plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + query, parameters))
+            assert "USING COVERING INDEX outcomes_by_pattern_action" in plan
+            assert not any(word in plan for word in ("incidents", "actions", "SCAN outcomes")), plan
+    finally:
+        conn.close()
+
+
+def test_history_written_before_outcomes_carried_their_pattern_is_brought_up_to_date(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE incidents (id INTEGER PRIMARY KEY, fingerprint TEXT NOT NULL,
+            pattern_id TEXT NOT NULL, alert_name TEXT NOT NULL, started_at TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{}', annotations TEXT NOT NULL DEFAULT '{}');
+        CREATE TABLE actions (id INTEGER PRIMARY KEY, incident_id INTEGER NOT NULL,
+            action_type TEXT NOT NULL, decided_level INTEGER NOT NULL, executed_at TEXT);
+        CREATE TABLE outcomes (action_id INTEGER NOT NULL, outcome TEXT NOT NULL, recorded_at TEXT NOT NULL);
+        INSERT INTO incidents VALUES
+            (1, 'f1', 'oom-memory-leak', 'KubePodOOMKilled', '2026-11-20T12:00:00Z', '{}', '{}'),
+            (2, 'f2', 'oom-memory-leak', 'KubePodOOMKilled', '2026-11-21T12:00:00Z', '{}', '{}');
+        INSERT INTO actions VALUES (1, 1, 'rolling_restart', 4, '2026-11-20T12:00:00Z');
+        INSERT INTO actions VALUES (2, 2, 'rolling_restart', 4, '2026-11-21T12:00:00Z');
+        INSERT INTO outcomes VALUES (1, 'rolled_back', '2026-11-20T12:05:00Z');
+        INSERT INTO outcomes VALUES (2, 'success', '2026-11-21T12:05:00Z');
+        """
+    )
+    old.close()
+    facts = HistorySQLite(path).stats("oom-memory-leak", "rolling_restart", NOW)
+    assert (2, False, "2026-11-20T12:05:00Z") == (
+        facts.occurrences,
+        facts.consistent_outcomes,
+        facts.last_suboptimal_at,
+    )
 
 
 def test_history_counts_autonomous_actions_executed_since(tmp_path: Path) -> None:
