@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from pyagent.alerts import Alert, Delivery
 from pyagent.errors import StoreUnavailable
+from pyagent.sqlite_schema import add_missing_columns
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -119,9 +120,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
-            for (table, column), statement in ADDED_COLUMNS.items():
-                if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
-                    self._db.execute(statement)
+            add_missing_columns(self._db, ADDED_COLUMNS)
             self._db.executescript(INDEXES)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"store {path}: {exc}") from exc

@@ -40,6 +40,7 @@ from pyagent.encoders import SORTED
 from pyagent.errors import HistoryError
 from pyagent.sources import HistoryFacts
 from pyagent.sources.novelty import IncidentRecord
+from pyagent.sqlite_schema import add_missing_columns
 
 OutcomeKind = Literal["success", "verification_failed", "aborted", "rolled_back", "error", "false_positive"]
 
@@ -178,9 +179,7 @@ class HistorySQLite:
                 if not self._ready:
                     conn.execute("PRAGMA journal_mode = WAL")
                     conn.executescript(_SCHEMA)
-                    for (table, column), statement in _ADDED_COLUMNS.items():
-                        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-                            conn.execute(statement)
+                    add_missing_columns(conn, _ADDED_COLUMNS)
                     conn.execute(_BACKFILL)
                     conn.commit()
                     conn.executescript(_INDEXES)
