@@ -77,6 +77,17 @@ def answers(url: str) -> bool:
         return False
 
 
+def go_gc_settings(metrics_url: str) -> tuple[float, float]:
+    """``(go_gc_gogc_percent, go_gc_gomemlimit_bytes)`` as a Go process (OPA) reports them on
+    its Prometheus ``metrics_url``."""
+    values = {}
+    for line in requests.get(metrics_url, timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in {"go_gc_gogc_percent", "go_gc_gomemlimit_bytes"}:
+            values[name] = float(value)
+    return values["go_gc_gogc_percent"], values["go_gc_gomemlimit_bytes"]
+
+
 def records(state: Path, kind: str) -> list[dict[str, Any]]:
     """The audit records of one kind, in order. Read while the agent runs, the last line may
     be half written: only lines already ended are read."""

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import requests
 
 from pyagent.opa import EmbeddedOpa, default_policy_dir
+from tests.serving import go_gc_settings
 
 GOGC_OFF = 2**64 - 1  # the runtime reports GOGC=off as -1, read as an unsigned 64-bit number
 MIB = 2**20
-
-
-def _gc_settings(opa: EmbeddedOpa) -> tuple[float, float]:
-    """``(go_gc_gogc_percent, go_gc_gomemlimit_bytes)`` as the running OPA reports them."""
-    values = {}
-    for line in requests.get(opa.url + "/metrics", timeout=10).text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in {"go_gc_gogc_percent", "go_gc_gomemlimit_bytes"}:
-            values[name] = float(value)
-    return values["go_gc_gogc_percent"], values["go_gc_gomemlimit_bytes"]
 
 
 def test_embedded_opa_collects_at_a_memory_budget_not_at_every_heap_doubling(
@@ -27,7 +17,7 @@ def test_embedded_opa_collects_at_a_memory_budget_not_at_every_heap_doubling(
     monkeypatch.delenv("GOGC", raising=False)
     monkeypatch.delenv("GOMEMLIMIT", raising=False)
     with EmbeddedOpa(default_policy_dir()) as opa:
-        assert (float(GOGC_OFF), 256.0 * MIB) == _gc_settings(opa)
+        assert (float(GOGC_OFF), 256.0 * MIB) == go_gc_settings(opa.url + "/metrics")
 
 
 @pytest.mark.parametrize(("variable", "value"), [("GOGC", "200"), ("GOMEMLIMIT", "64MiB")])
@@ -38,7 +28,7 @@ def test_an_operators_own_collector_setting_wins(
     monkeypatch.delenv("GOMEMLIMIT", raising=False)
     monkeypatch.setenv(variable, value)
     with EmbeddedOpa(default_policy_dir()) as opa:
-        gogc, limit = _gc_settings(opa)
+        gogc, limit = go_gc_settings(opa.url + "/metrics")
     if variable == "GOGC":  # the operator's percentage, and no limit of ours
         assert (200.0, float(2**63 - 1)) == (gogc, limit)
     else:  # the operator's limit, with the collector's default percentage
