@@ -308,6 +308,55 @@ def test_history_reads_a_patterns_outcomes_from_one_index_however_long_its_histo
         conn.close()
 
 
+def _stats_steps(history: HistorySQLite) -> int:
+    """SQLite virtual machine instructions one ``stats`` question takes (not time: the count
+    is the same on a busy machine)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0  # go on
+
+    history.stats("oom-memory-leak", "rolling_restart", NOW)  # the connection opened first
+    connection = history._connection()
+    connection.set_progress_handler(count, 1)
+    try:
+        history.stats("oom-memory-leak", "rolling_restart", NOW)
+    finally:
+        connection.set_progress_handler(None, 1)
+    return steps
+
+
+def test_history_answers_for_a_pattern_in_the_same_work_however_long_its_history(tmp_path: Path) -> None:
+    """Counting a pattern's incidents walked all of them, and its outcomes were read through
+    every incident: each question took ten times the work with ten times the history."""
+    history = HistorySQLite(tmp_path / "history.db")
+    month_ago = NOW - timedelta(days=30)  # outside the 7-day window, whose count is another question
+    steps = []
+    for total in (100, 1000):
+        while history.stats("oom-memory-leak", "rolling_restart", NOW).occurrences < total:
+            remediation(history, "oom-memory-leak", "success", month_ago)
+        steps.append(_stats_steps(history))
+    assert steps[1] < steps[0] * 1.5, steps
+
+
+def test_history_counts_incidents_written_by_any_writer_of_the_file(tmp_path: Path) -> None:
+    """The count is kept by triggers in the file: a writer that knows nothing of it (an
+    earlier release) keeps it exact too."""
+    path = tmp_path / "history.db"
+    history = HistorySQLite(path)
+    remediation(history, "oom-memory-leak", "success", NOW - timedelta(days=2))
+    other = sqlite3.connect(path)
+    with other:
+        other.execute(
+            "INSERT INTO incidents (fingerprint, pattern_id, alert_name, started_at)"
+            " VALUES ('f2', 'oom-memory-leak', 'KubePodOOMKilled', '2026-11-25T12:00:00Z')"
+        )
+    other.close()
+    assert 2 == history.stats("oom-memory-leak", "rolling_restart", NOW).occurrences
+
+
 def test_history_written_before_outcomes_carried_their_pattern_is_brought_up_to_date(tmp_path: Path) -> None:
     path = tmp_path / "history.db"
     old = sqlite3.connect(path)

@@ -88,6 +88,37 @@ CREATE INDEX IF NOT EXISTS outcomes_by_pattern_action
     ON outcomes (pattern_id, action_type, outcome, recorded_at);
 """
 
+# Each pattern's number of incidents, kept by triggers in the file itself, so every writer
+# keeps it exact, an earlier release included. Counting a pattern's incidents walked its whole
+# index range instead: 7.4 ms with 50,000 incidents, for each pattern in every batch. A
+# history without the triggers is counted once, in the transaction that creates them.
+_COUNTED = """
+CREATE TABLE IF NOT EXISTS pattern_incidents (
+    pattern_id TEXT PRIMARY KEY,
+    incidents INTEGER NOT NULL
+) WITHOUT ROWID;
+DELETE FROM pattern_incidents;
+INSERT INTO pattern_incidents SELECT pattern_id, COUNT(*) FROM incidents GROUP BY pattern_id;
+CREATE TRIGGER IF NOT EXISTS incident_counted AFTER INSERT ON incidents BEGIN
+    INSERT INTO pattern_incidents (pattern_id, incidents) VALUES (NEW.pattern_id, 1)
+        ON CONFLICT (pattern_id) DO UPDATE SET incidents = incidents + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS incident_uncounted AFTER DELETE ON incidents BEGIN
+    UPDATE pattern_incidents SET incidents = incidents - 1 WHERE pattern_id = OLD.pattern_id;
+END;
+"""
+
+# whether the triggers exist; two processes opening an uncounted history at once each count
+# it in their own transaction, and both counts are exact
+_IS_COUNTED = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'incident_counted'"
+
+# the pattern's incidents that started before a moment: all of them, less the few (usually
+# none, unless replaying the past) that started at it or after
+_OCCURRENCES = """
+SELECT COALESCE((SELECT incidents FROM pattern_incidents WHERE pattern_id = ?), 0)
+    - (SELECT COUNT(*) FROM incidents WHERE pattern_id = ? AND started_at >= ?)
+"""
+
 # columns added after the first release: a database created before them gets them on open
 _ADDED_COLUMNS = {
     ("incidents", "labels"): "ALTER TABLE incidents ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'",
@@ -183,6 +214,8 @@ class HistorySQLite:
                     conn.execute(_BACKFILL)
                     conn.commit()
                     conn.executescript(_INDEXES)
+                    if conn.execute(_IS_COUNTED).fetchone() is None:
+                        conn.executescript(f"BEGIN IMMEDIATE; {_COUNTED} COMMIT;")
                     self._ready = True
             self._local.conn = conn
         return conn
@@ -322,9 +355,7 @@ class HistorySQLite:
         since = rfc3339(now - FALSE_POSITIVE_WINDOW)
         try:
             with self._connect() as conn:
-                (occurrences,) = conn.execute(
-                    "SELECT COUNT(*) FROM incidents WHERE pattern_id = ? AND started_at < ?", (pattern_id, at)
-                ).fetchone()
+                (occurrences,) = conn.execute(_OCCURRENCES, (pattern_id, pattern_id, at)).fetchone()
                 (any_not_success,) = conn.execute(
                     _ANY_NOT_SUCCESS, (pattern_id, action_type, *_NOT_SUCCESS, at)
                 ).fetchone()
