@@ -1,11 +1,14 @@
 """The pipeline, wired: validate -> gather context -> ask OPA -> clamp -> dispatch -> audit.
 
 ``intake`` records alerts durably and queues them; a worker thread decides whatever is
-queued as one batch and dispatches it. Levels 3 and 4 are carried out on execution threads
-of their own (as many as ``max_concurrent_actions``), so verifying a rollout never holds up
-deciding the next alerts. Alerts recorded but not decided when the agent stopped are queued
-again on ``start``, and so are those decided whose decision took no durable step (no
-approval, execution or outcome recorded): their decision is dropped, and audited as such.
+queued as one batch and dispatches it. When a worker is idle, a delivery's firing alerts
+are handed to it before their commit: it gathers their context and asks OPA while intake
+fsyncs, and decides each only once intake says it is recorded and new. Levels 3 and 4 are
+carried out on execution threads of their own (as many as ``max_concurrent_actions``), so
+verifying a rollout never holds up deciding the next alerts. Alerts recorded but not decided
+when the agent stopped are queued again on ``start``, and so are those decided whose
+decision took no durable step (no approval, execution or outcome recorded): their decision
+is dropped, and audited as such.
 
 The alerts of one batch are gathered before any of them is recorded, so they do not see
 each other in history: fewer occurrences and a pattern still novel only lower autonomy. The
@@ -21,11 +24,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pyagent.alerts import Delivery
+from pyagent.alerts import Alert, Delivery
 from pyagent.audit import AuditLog
 from pyagent.batching import take_batch
 from pyagent.briefing import Briefing
@@ -53,9 +57,7 @@ class _Prepared:
 
     @classmethod
     def of(cls, stored: StoredAlert, context: Context) -> _Prepared:
-        return cls(
-            stored, context, Question(context.policy_input(), context.health_ceiling, context.problems)
-        )
+        return cls(stored, context, _question(context))
 
     def counting_also(self, decided: int) -> _Prepared:
         """Asked again with ``decided`` more autonomous actions in the rate-limit window."""
@@ -63,6 +65,22 @@ class _Prepared:
 
 
 _Decided = tuple[_Prepared, Verdict]
+
+
+@dataclass(frozen=True)
+class _Arriving:
+    """A firing alert handed to an idle worker while intake commits its delivery. The worker
+    gathers its context and asks OPA meanwhile, then waits for ``recorded``: the alert as
+    stored once the commit is durable, or None when there is nothing to decide (a
+    re-delivery, or a commit that failed, for which the webhook answered 503)."""
+
+    alert: Alert
+    recorded: Future[StoredAlert | None]
+
+
+# what the workers take off the queue: an alert recorded, or one still being committed
+_Item = StoredAlert | _Arriving
+_take_batch: Callable[[queue.Queue[_Item | None], int], tuple[list[_Item], bool]] = take_batch
 
 
 class Agent:
@@ -88,28 +106,53 @@ class Agent:
         # minutes to verify never holds up deciding the alerts behind it
         self.executions = executions
         self._to_execute: queue.Queue[tuple[Case, str | None] | None] = queue.Queue()
-        self._queue: queue.Queue[StoredAlert | None] = queue.Queue()
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._in_flight = hands.in_flight  # dispatch releases an action once history has it
         self._threads: list[threading.Thread] = []
         self._executors: list[threading.Thread] = []
         self._idle = threading.Condition()
         self._busy = 0
+        self._deciding = 0  # alerts queued or being decided; at 0, a delivery is handed over early
 
     def intake(self, delivery: Delivery) -> tuple[int, int]:
         """Record a delivery durably, queue its new alerts; (accepted, duplicates)."""
-        new = self.store.record_delivery(delivery)
-        for stored in new:
+        early = self._hand_over_early(delivery)
+        try:
+            new = self.store.record_delivery(delivery)
+        except BaseException:
+            for arriving in early:
+                arriving.recorded.set_result(None)
+            raise
+        by_key = {stored.alert.delivery_key: stored for stored in new}
+        for arriving in early:  # a second copy of an alert in one delivery gets None: nothing new
+            arriving.recorded.set_result(by_key.pop(arriving.alert.delivery_key, None))
+        for stored in by_key.values():
             self._put(stored)
         return len(new), len(delivery.alerts) - len(new)
 
-    def _put(self, stored: StoredAlert) -> None:
-        self._busy_more(1)
-        self._queue.put(stored)
+    def _hand_over_early(self, delivery: Delivery) -> list[_Arriving]:
+        """Queue the delivery's firing alerts before their commit when nothing else is queued or
+        being decided: the commit's fsync and the webhook's answer then overlap the worker's
+        gathering and its wait for OPA, instead of coming before them. Under load, alerts are
+        queued once recorded, so a re-delivery never costs a question to OPA then."""
+        with self._idle:
+            if self._deciding:
+                return []
+        early = [_Arriving(alert, Future()) for alert in delivery.alerts if alert.status == "firing"]
+        for arriving in early:
+            self._put(arriving)
+        return early
 
-    def _busy_more(self, count: int) -> None:
+    def _put(self, item: _Item) -> None:
+        self._busy_more(1, deciding=True)
+        self._queue.put(item)
+
+    def _busy_more(self, count: int, *, deciding: bool = False) -> None:
         """Count alerts queued, being decided or executing; :meth:`drain` waits for none."""
         with self._idle:
             self._busy += count
+            if deciding:  # queued or being decided, not executing
+                self._deciding += count
             if not self._busy:
                 self._idle.notify_all()
 
@@ -185,14 +228,14 @@ class Agent:
         carry it out."""
         stop = False
         while not stop:
-            batch, stop = take_batch(self._queue, self.batch_size)
+            batch, stop = _take_batch(self._queue, self.batch_size)
             try:
                 self._carry_out(self._decide(self._prepare(batch)))
             except Exception as exc:  # noqa: BLE001 - a bug must not end the worker thread
-                for stored in batch:  # one decided stays counted as in flight: the safe side of a bug
-                    self._failed(stored.id, exc)
+                for item in batch:  # one decided stays counted as in flight: the safe side of a bug
+                    self._failed(_label(item), exc)
             finally:
-                self._busy_more(-len(batch))
+                self._busy_more(-len(batch), deciding=True)
 
     def _carry_out(self, decided: list[_Decided]) -> None:
         """Record the decisions, then act on each in order.
@@ -325,38 +368,54 @@ class Agent:
         return {p.stored.id: incident_id for p, incident_id in zip(opened, ids, strict=True)}, None
 
     @contextlib.contextmanager
-    def _failures_logged(self, alert_id: int) -> Iterator[None]:
+    def _failures_logged(self, alert_id: int | str) -> Iterator[None]:
         try:
             yield
         except Exception as exc:  # noqa: BLE001 - logged and counted; the batch goes on
             self._failed(alert_id, exc)
 
-    def _failed(self, alert_id: int, exc: Exception) -> None:
-        log.error("processing alert %s failed", alert_id, exc_info=exc)
+    def _failed(self, alert: int | str, exc: Exception) -> None:
+        log.error("processing alert %s failed", alert, exc_info=exc)
         self.metrics.errors.labels(type(exc).__name__).inc()
 
-    def _prepare(self, batch: list[StoredAlert]) -> list[_Prepared]:
+    def _prepare(self, batch: list[_Item]) -> list[tuple[_Item, Context]]:
         """Close resolved alerts, skip those resolved before they were decided; gather the
         context of the others, at one moment, counting in the rate limit the autonomous
-        decisions made and not yet in history (history counts an action once executed)."""
-        firing: list[StoredAlert] = []
-        for stored in batch:
-            with self._failures_logged(stored.id):
-                if self._still_firing(stored):
-                    firing.append(stored)
+        decisions made and not yet in history (history counts an action once executed).
+        An alert still being committed is checked once it is recorded (:meth:`_settled`)."""
+        firing: list[_Item] = []
+        for item in batch:
+            if isinstance(item, _Arriving):
+                firing.append(item)
+                continue
+            with self._failures_logged(item.id):
+                if self._still_firing(item):
+                    firing.append(item)
         # counted before history is read: an action leaves this count only once history has
         # it, so read in this order it is counted at least once, never missed
         already = self._in_flight.count()
         try:
-            contexts = gather_many([stored.alert for stored in firing], self.clock(), self.sources)
+            contexts = gather_many([item.alert for item in firing], self.clock(), self.sources)
         except Exception as exc:  # noqa: BLE001 - a bug in a source: these stay pending, the worker goes on
-            for stored in firing:
-                self._failed(stored.id, exc)
+            for item in firing:
+                self._failed(_label(item), exc)
             return []
         return [
-            _Prepared.of(stored, context.counting_also(already))
-            for stored, context in zip(firing, contexts, strict=True)
+            (item, context.counting_also(already)) for item, context in zip(firing, contexts, strict=True)
         ]
+
+    def _settled(self, item: _Item) -> StoredAlert | None:
+        """The alert as recorded, once its commit is durable; None when there is nothing to
+        decide: a re-delivery, a delivery that could not be recorded, an alert resolved."""
+        if isinstance(item, StoredAlert):
+            return item
+        stored = item.recorded.result()
+        if stored is None:
+            return None
+        with self._failures_logged(stored.id):
+            if self._still_firing(stored):
+                return stored
+        return None
 
     def _still_firing(self, stored: StoredAlert) -> bool:
         """False for a resolved alert (its incident is closed) and for one whose resolved
@@ -377,19 +436,26 @@ class Agent:
             return False
         return True
 
-    def _decide(self, prepared: list[_Prepared]) -> list[_Decided]:
+    def _decide(self, gathered: list[tuple[_Item, Context]]) -> list[_Decided]:
         """One OPA request for the batch, with the decisions made as if one after another:
         each autonomous decision this batch makes counts in the rate limit of the alerts
         after it, which are asked again (rarely: only when a batch has two or more
-        autonomous decisions)."""
-        verdicts = self._ask(prepared)
+        autonomous decisions). An alert handed over before its commit is decided only once
+        recorded, and not at all when it is not new."""
+        questions = [_question(context) for _, context in gathered]
+        verdicts = self._ask(questions)
+        settled: list[_Decided] = []
+        for (item, context), question, verdict in zip(gathered, questions, verdicts, strict=True):
+            stored = self._settled(item)
+            if stored is not None:
+                settled.append((_Prepared(stored, context, question), verdict))
         decided: list[_Decided] = []
         earlier = 0
-        for asked, first in zip(prepared, verdicts, strict=True):
+        for asked, first in settled:
             ready, verdict = asked, first
             if earlier and autonomous(first.decision):
                 ready = asked.counting_also(earlier)
-                [verdict] = self._ask([ready])
+                [verdict] = self._ask([ready.question])
             if autonomous(verdict.decision):
                 earlier += 1
                 self._in_flight.add(ready.stored.id)
@@ -402,11 +468,20 @@ class Agent:
                 self.metrics.errors.labels(verdict.fallback).inc()
         return decided
 
-    def _ask(self, prepared: list[_Prepared]) -> list[Verdict]:
-        if not prepared:
+    def _ask(self, questions: list[Question]) -> list[Verdict]:
+        if not questions:
             return []
         started = time.perf_counter()
-        verdicts = decide_many(self.opa, [ready.question for ready in prepared])
+        verdicts = decide_many(self.opa, questions)
         self.metrics.opa_latency.observe(time.perf_counter() - started)
-        self.metrics.opa_batch.observe(len(prepared))
+        self.metrics.opa_batch.observe(len(questions))
         return verdicts
+
+
+def _question(context: Context) -> Question:
+    return Question(context.policy_input(), context.health_ceiling, context.problems)
+
+
+def _label(item: _Item) -> int | str:
+    """How a log line names a queued alert: its row id, or its fingerprint before it has one."""
+    return item.id if isinstance(item, StoredAlert) else item.alert.fingerprint
