@@ -113,6 +113,7 @@ class Agent:
         self._idle = threading.Condition()
         self._busy = 0
         self._deciding = 0  # alerts queued or being decided; at 0, a delivery is handed over early
+        metrics.waiting.set_function(lambda: self._deciding)
 
     def intake(self, delivery: Delivery) -> tuple[int, int]:
         """Record a delivery durably, queue its new alerts; (accepted, duplicates)."""
@@ -327,6 +328,9 @@ class Agent:
                 )
             )
         self.audit.append_many(records)
+        audited = time.time()
+        for ready, *_ in decided:
+            self.metrics.decision_latency.observe(audited - _epoch(ready.stored.received_at))
         incidents, problem = self._open_incidents([r for r, _, _, opened in decided if opened])
         cases = []
         for ready, verdict, decision_id, opened in decided:
@@ -476,6 +480,11 @@ class Agent:
         self.metrics.opa_latency.observe(time.perf_counter() - started)
         self.metrics.opa_batch.observe(len(questions))
         return verdicts
+
+
+def _epoch(stamp: str) -> float:
+    """Seconds since the epoch of a store timestamp (ISO 8601, UTC)."""
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 def _question(context: Context) -> Question:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -101,6 +101,17 @@ class Metrics:
             "pyagent_opa_batch_alerts",
             "Alerts decided by one request to OPA (the alerts queued when a worker asked)",
             buckets=(1, 2, 4, 8, 16),
+            registry=self.registry,
+        )
+        self.decision_latency = Histogram(
+            "pyagent_decision_seconds",
+            "Time from an alert's intake to its decision audited, before it is acted on",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.waiting = Gauge(
+            "pyagent_alerts_waiting",
+            "Alerts taken in and not yet decided: queued, or being decided",
             registry=self.registry,
         )
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,8 @@ def test_metrics_count_requests_and_decisions(served: tuple[str, Running, Path])
     text = requests.get(url + "/metrics", timeout=10).text
     assert 'pyagent_webhook_requests_total{status="200"} 1.0' in text
     assert 'pyagent_decisions_total{level="2"} 1.0' in text
+    assert "pyagent_decision_seconds_count 1.0" in text
+    assert "pyagent_alerts_waiting 0.0" in text
 
 
 def test_recorded_but_undecided_alerts_are_decided_after_a_restart(
@@ -148,8 +152,16 @@ def test_recorded_but_undecided_alerts_are_decided_after_a_restart(
     settings = Settings(state_dir=tmp_path, opa_url=opa_server.url, inventory=EXAMPLES / "inventory.yaml")
     with running_agent(settings) as running:
         assert running.agent.drain(30)
+        drained = time.time()
         assert 1 == running.agent.store.counts()["decisions"]
-    assert 1 == len(records(tmp_path, "decision"))
+        latency = running.agent.metrics.registry.get_sample_value("pyagent_decision_seconds_sum")
+    [decision] = records(tmp_path, "decision")
+    [intake] = records(tmp_path, "intake")
+    # the latency counts from intake, before the restart, to the decision audited
+    assert latency is not None
+    decided = datetime.fromisoformat(decision["ts"]).timestamp()
+    received = datetime.fromisoformat(intake["received_at"]).timestamp()
+    assert decided <= received + latency <= drained
 
 
 def test_a_decision_never_carried_out_is_dropped_and_decided_again_after_a_restart(

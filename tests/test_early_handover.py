@@ -81,8 +81,11 @@ def test_an_alert_is_asked_about_while_its_commit_waits_and_decided_once_durable
             assert not accepted.done()  # the webhook would not have answered yet
             assert [] == _decision_records(tmp_path)
             assert 0 == _decisions(running)
+            assert 1 == _metric(running, "pyagent_alerts_waiting")
         assert (1, 0) == accepted.result(timeout=30)
     assert running.agent.drain(30)
+    assert 0 == _metric(running, "pyagent_alerts_waiting")
+    assert 1 == _metric(running, "pyagent_decision_seconds_count")
     [decision] = _decision_records(tmp_path)
     assert 2 == decision["level"]
     [intake_record] = records(tmp_path, "intake")
