@@ -162,8 +162,10 @@ class Agent:
 
     def start(self) -> None:
         """Start the workers and queue every alert recorded but not yet decided, and every
-        alert whose decision was never carried out (see :meth:`_decide_again`)."""
+        alert whose decision was never carried out (see :meth:`_decide_again`); the change
+        system is told of the change records cancelled and not yet filed as such."""
         self._decide_again()
+        self.hands.changes.file_cancellations()
         for stored in self.store.pending():
             self._put(stored)
         for index in range(self.workers):
@@ -179,7 +181,8 @@ class Agent:
         """Drop the decisions the agent recorded but never carried out, so that their alerts
         are decided anew: it stopped, or the audit failed, between a decision's commit and its
         first durable step (an approval, an execution, an outcome). Nothing was done for
-        them, and the audit says so before the alert's new decision."""
+        them, and the audit says so before the alert's new decision; a change record opened
+        for one is cancelled."""
         unfinished = self.store.not_carried_out()
         if not unfinished:
             return
@@ -198,7 +201,9 @@ class Agent:
                 for stored, decision_id, level in unfinished
             ]
         )
-        self.store.reopen([decision_id for _, decision_id, _ in unfinished])
+        dropped = [decision_id for _, decision_id, _ in unfinished]
+        self.hands.changes.cancel_for(dropped, "its decision was dropped before anything was done under it")
+        self.store.reopen(dropped)
         log.warning("%d decisions were never carried out; their alerts are decided again", len(unfinished))
 
     def drain(self, timeout: float) -> bool:

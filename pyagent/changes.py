@@ -9,6 +9,11 @@ rollback and verification times. It is written to the store and the audit log, a
 when ``servicenow_url`` is set, POSTed to that Table API URL (``.../api/now/table/
 change_request``). When the change system is configured but cannot take the record,
 the record stays ``unfiled`` and nothing may execute on the asset until filing succeeds.
+
+A record whose decision is dropped before anything was done under it (the agent stopped
+in between; the alert is decided anew) is cancelled: audited, marked in the store, and
+set to Canceled (state 4) in ServiceNow with a work note saying why. A cancellation the
+change system could not take is sent again at the next start.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,15 +37,27 @@ from pyagent.contract import Trigger
 from pyagent.errors import ChangeSystemUnavailable
 from pyagent.executors import ProposedAction
 from pyagent.sources.catalog import policy_data
+from pyagent.sqlite_schema import add_missing_columns
 from pyagent.store import Store
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS change_records (
     id TEXT PRIMARY KEY, decision_id TEXT NOT NULL UNIQUE, record TEXT NOT NULL, created_at REAL NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('recorded', 'filed', 'unfiled')),
-    external_number TEXT, external_id TEXT, last_error TEXT
+    external_number TEXT, external_id TEXT, last_error TEXT,
+    cancelled_at REAL, cancel_reason TEXT, cancel_filed INTEGER NOT NULL DEFAULT 0
 )
 """
+# Columns added since the first release, for stores created before them.
+ADDED_COLUMNS = {
+    ("change_records", "cancelled_at"): "ALTER TABLE change_records ADD COLUMN cancelled_at REAL",
+    ("change_records", "cancel_reason"): "ALTER TABLE change_records ADD COLUMN cancel_reason TEXT",
+    ("change_records", "cancel_filed"): (
+        "ALTER TABLE change_records ADD COLUMN cancel_filed INTEGER NOT NULL DEFAULT 0"
+    ),
+}
+# ServiceNow's change_request state Canceled: allowed from every state but Closed and Review
+CANCELED = "4"
 GENERIC_PLANS = {
     "implementation_plan": "{type} of {kind} {namespace}/{name} by the agent after a human's approval",
     "backout_plan": "undo {type} on {kind} {namespace}/{name} (the executor's rollback)",
@@ -169,6 +186,22 @@ class ServiceNow:
         except (ValueError, KeyError, TypeError) as exc:
             raise ChangeSystemUnavailable(f"ServiceNow {self.url}: unexpected answer: {exc}") from exc
 
+    def cancel(self, sys_id: str, note: str) -> None:
+        """Set a filed change request to Canceled, with ``note`` as a work note; raises
+        ChangeSystemUnavailable."""
+        url = f"{self.url}/{sys_id}"
+        try:
+            response = self.session.patch(
+                url,
+                json={"state": CANCELED, "work_notes": note},
+                headers={"Accept": "application/json"},
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise ChangeSystemUnavailable(f"ServiceNow {url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise ChangeSystemUnavailable(f"ServiceNow {url}: HTTP {response.status_code}")
+
     def close(self) -> None:
         self.session.close()
 
@@ -188,7 +221,12 @@ class ChangeDesk:
         self.store, self.audit, self.servicenow = store, audit, servicenow
         self.catalog: dict[str, Any] = policy_data(policy_file)["catalog"]
         self.assignment_group, self.clock = assignment_group, clock
-        store.transact(lambda db: db.execute(TABLE))
+
+        def create(db: sqlite3.Connection) -> None:
+            db.execute(TABLE)
+            add_missing_columns(db, ADDED_COLUMNS)
+
+        store.transact(create)
 
     def open(
         self,
@@ -279,6 +317,61 @@ class ChangeDesk:
         if row is None:
             return None
         return ChangeRecord(row[0], decision_id, json.loads(row[1]), row[2], row[3], row[4])
+
+    def cancel_for(self, decision_ids: Sequence[str], reason: str) -> None:
+        """Cancel the records of decisions dropped before anything was done under them, here;
+        :meth:`file_cancellations` tells the change system. Each is audited before the store
+        marks it, so a stop in between audits it again at the next start rather than never."""
+        wanted = list(decision_ids)
+
+        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            marks = ",".join("?" * len(wanted))
+            return db.execute(
+                "SELECT id, decision_id, external_number FROM change_records"  # noqa: S608 - placeholders only
+                f" WHERE cancelled_at IS NULL AND decision_id IN ({marks})",
+                wanted,
+            ).fetchall()
+
+        rows = self.store.read(read) if wanted else []
+        if not rows:
+            return
+        for change_id, decision_id, number in rows:
+            self.audit.append(
+                "change_record_cancelled",
+                {"decision_id": decision_id, "change_id": change_id, "number": number, "reason": reason},
+            )
+        cancelled = [(self.clock(), reason, change_id) for change_id, *_ in rows]
+        self.store.transact(
+            lambda db: db.executemany(
+                "UPDATE change_records SET cancelled_at = ?, cancel_reason = ? WHERE id = ?", cancelled
+            )
+        )
+
+    def file_cancellations(self) -> None:
+        """Set every cancelled record the change system has, and was not yet told of, to
+        Canceled there; one it cannot take now is audited and sent again at the next start."""
+        if self.servicenow is None:
+            return
+        rows = self.store.read(
+            lambda db: db.execute(
+                "SELECT id, decision_id, external_id, external_number, cancel_reason FROM change_records"
+                " WHERE cancelled_at IS NOT NULL AND external_id IS NOT NULL AND cancel_filed = 0"
+            ).fetchall()
+        )
+        for change_id, decision_id, sys_id, number, reason in rows:
+            what = {"decision_id": decision_id, "change_id": change_id, "number": number}
+            try:
+                self.servicenow.cancel(sys_id, f"Cancelled by pyagent: {reason}")
+            except ChangeSystemUnavailable as exc:
+                self.audit.append("change_record_cancel_unfiled", {**what, "error": str(exc)})
+                continue
+            self._mark_cancel_filed(change_id)
+            self.audit.append("change_record_cancel_filed", what)
+
+    def _mark_cancel_filed(self, change_id: str) -> None:
+        self.store.transact(
+            lambda db: db.execute("UPDATE change_records SET cancel_filed = 1 WHERE id = ?", (change_id,))
+        )
 
     def close(self) -> None:
         if self.servicenow is not None:

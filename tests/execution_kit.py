@@ -134,13 +134,13 @@ def case(opa: OpaClient, document: dict[str, Any], history: HistorySQLite, level
         Verdict(decision, "sha256:test"),
         action,
         f"proposing {action.type} on {action.target}",
-        _briefing(document),
+        briefing(document),
         0,
         incident,
     )
 
 
-def _briefing(document: dict[str, Any]) -> Briefing:
+def briefing(document: dict[str, Any]) -> Briefing:
     blast = document["blast_radius"]
     return Briefing(
         alert_name=document["alert"]["name"],

@@ -189,8 +189,14 @@ class _RecordingHandler(BaseHTTPRequestHandler):
     server: _RecordingServer
 
     def do_POST(self) -> None:
+        self._answer()
+
+    def do_PATCH(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        request = Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        request = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         status, answer = self.server.fake.receive(request)
         data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
         try:
@@ -343,22 +349,38 @@ class FakePagerDuty(_Recorder):
 
 
 class FakeServiceNow(_Recorder):
-    """ServiceNow's Table API for change requests: basic auth, 201 with ``result.number``."""
+    """ServiceNow's Table API for change requests, with basic auth: a POST creates one (201
+    with ``result.number`` and ``result.sys_id``, state -5 New); a PATCH of
+    ``.../change_request/{sys_id}`` updates its fields (200), 404 for an unknown sys_id."""
 
     USER, PASSWORD = "pyagent", "servicenow-secret"
+    PATH = "/api/now/table/change_request"
 
     def __init__(self) -> None:
         super().__init__()
         self._number = 30000
+        self.changes: dict[str, dict[str, Any]] = {}  # by sys_id, as they stand now
 
     @property
     def url(self) -> str:
-        return f"{self.base}/api/now/table/change_request"
+        return f"{self.base}{self.PATH}"
 
     def reply(self, request: Recorded) -> Reply:
         expected = "Basic " + base64.b64encode(f"{self.USER}:{self.PASSWORD}".encode()).decode()
         if request.headers.get("authorization") != expected:
             return 401, {"error": {"message": "User Not Authenticated"}, "status": "failure"}
+        if request.method == "PATCH":
+            sys_id = request.path.removeprefix(self.PATH + "/")
+            if sys_id not in self.changes:
+                return 404, {"error": {"message": "No Record found"}, "status": "failure"}
+            self.changes[sys_id].update(request.json())
+            return 200, {"result": self.changes[sys_id]}
         self._number += 1
-        fields = request.json()
-        return 201, {"result": {**fields, "number": f"CHG00{self._number}", "sys_id": f"{self._number:032x}"}}
+        sys_id = f"{self._number:032x}"
+        self.changes[sys_id] = {
+            **request.json(),
+            "number": f"CHG00{self._number}",
+            "sys_id": sys_id,
+            "state": "-5",
+        }
+        return 201, {"result": self.changes[sys_id]}

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
+from pyagent.app import running_agent
+from pyagent.audit import AuditLog
+from pyagent.changes import ChangeDesk, ServiceNow
+from pyagent.contract import Trigger
+from pyagent.executors import ProposedAction
+from pyagent.opa import default_policy_dir, free_port
+from pyagent.store import Store
+from tests.execution_kit import briefing
 from tests.fakes import FakeServiceNow
 from tests.humans import api, audit_records, humans_settings, pending_approval, saas, served, wait_until
-from tests.serving import example, post
+from tests.serving import example, post, record_decided_without_acting
 
 FIELDS = {
     "short_description", "description", "justification", "implementation_plan", "backout_plan", "test_plan",
@@ -83,3 +93,121 @@ def test_without_a_change_system_the_record_is_kept_locally_with_every_field(tmp
     assert "recorded" == shown["change_record"]["state"]
     assert FIELDS == set(shown["change_record"]["fields"])
     assert [] == fakes.servicenow.received()
+
+
+def _opened_then_stopped(state: Path, document: dict[str, Any], servicenow: str | None) -> tuple[str, str]:
+    """A regulated alert decided, and its change record opened (and filed, when ``servicenow``
+    is set) as dispatch opens it before anything else; then the agent stopped before asking
+    for approval. The decision's id and the record's."""
+    [decision_id] = record_decided_without_acting(state, example("regulated-pci"))
+    store = Store(state / "agent.db")
+    audit = AuditLog(state / "audit.jsonl", "before-the-stop")
+    client = ServiceNow(servicenow, FakeServiceNow.USER, FakeServiceNow.PASSWORD) if servicenow else None
+    desk = ChangeDesk(store, audit, default_policy_dir() / "escalation" / "policy.json", client)
+    regulated = Trigger("regulated_asset", 2, "the target is a regulated asset (frameworks: pci-dss)")
+    action = ProposedAction.from_policy_input(document)
+    record = desk.open(decision_id, action, (regulated,), briefing(document), "proposing rolling_restart")
+    desk.close()
+    audit.close()
+    store.close()
+    return decision_id, record.id
+
+
+def _cancelled(state: Path) -> list[tuple[str, str, int]]:
+    """(change id, reason, whether the change system was told) of each cancelled record."""
+    with sqlite3.connect(state / "agent.db") as db:
+        rows = db.execute(
+            "SELECT id, cancel_reason, cancel_filed FROM change_records WHERE cancelled_at IS NOT NULL"
+        ).fetchall()
+    return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
+def test_a_record_whose_decision_is_dropped_at_restart_is_cancelled_in_servicenow(
+    tmp_path: Path, example_input: dict[str, Any]
+) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes:
+        decision_id, change_id = _opened_then_stopped(state, example_input, fakes.servicenow.url)
+        [sys_id] = fakes.servicenow.changes
+        with running_agent(humans_settings(state, fakes, **_servicenow(fakes.servicenow.url))) as running:
+            assert running.agent.drain(30)
+        changes = dict(fakes.servicenow.changes)
+    assert "4" == changes[sys_id]["state"]  # Canceled
+    assert "dropped before anything was done" in changes[sys_id]["work_notes"]
+    [abandoned] = audit_records(state, "decision_abandoned")
+    [cancelled] = audit_records(state, "change_record_cancelled")
+    [told] = audit_records(state, "change_record_cancel_filed")
+    assert decision_id == abandoned["decision_id"] == cancelled["decision_id"] == told["decision_id"]
+    assert change_id == cancelled["change_id"] == told["change_id"]
+    assert changes[sys_id]["number"] == cancelled["number"]
+    # decided anew: a second record, filed and left open, for the new decision
+    [new] = [c for c in changes.values() if c["sys_id"] != sys_id]
+    assert "-5" == new["state"]
+    [decision] = audit_records(state, "decision")
+    assert decision["seq"] > told["seq"]
+    assert [(change_id, cancelled["reason"], 1)] == _cancelled(state)
+
+
+def test_a_cancellation_servicenow_cannot_take_is_sent_again_at_the_next_start(
+    tmp_path: Path, example_input: dict[str, Any]
+) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes:
+        _, change_id = _opened_then_stopped(state, example_input, fakes.servicenow.url)
+        [sys_id] = fakes.servicenow.changes
+        down = f"http://127.0.0.1:{free_port()}{FakeServiceNow.PATH}"
+        with running_agent(humans_settings(state, fakes, **_servicenow(down))) as running:
+            assert running.agent.drain(30)
+        assert "-5" == fakes.servicenow.changes[sys_id]["state"]
+        [unfiled] = audit_records(state, "change_record_cancel_unfiled")
+        [cancelled] = audit_records(state, "change_record_cancelled")
+        assert change_id == unfiled["change_id"] == cancelled["change_id"]
+        assert [(change_id, cancelled["reason"], 0)] == _cancelled(state)
+        with running_agent(humans_settings(state, fakes, **_servicenow(fakes.servicenow.url))) as running:
+            assert running.agent.drain(30)
+        assert "4" == fakes.servicenow.changes[sys_id]["state"]
+    [told] = audit_records(state, "change_record_cancel_filed")
+    assert change_id == told["change_id"]
+    assert 1 == _cancelled(state)[0][2]
+    assert 1 == len(audit_records(state, "change_record_cancelled"))
+
+
+def test_without_a_change_system_a_dropped_decisions_record_is_cancelled_here(
+    tmp_path: Path, example_input: dict[str, Any]
+) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes:
+        decision_id, change_id = _opened_then_stopped(state, example_input, None)
+        with running_agent(humans_settings(state, fakes)) as running:
+            assert running.agent.drain(30)
+    [cancelled] = audit_records(state, "change_record_cancelled")
+    assert (decision_id, change_id, None) == (
+        cancelled["decision_id"],
+        cancelled["change_id"],
+        cancelled["number"],
+    )
+    assert [] == audit_records(state, "change_record_cancel_filed")
+    assert [] == fakes.servicenow.received()
+    assert [(change_id, cancelled["reason"], 0)] == _cancelled(state)
+
+
+def test_a_store_from_before_cancellations_is_brought_up_to_date(
+    tmp_path: Path, example_input: dict[str, Any]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    with sqlite3.connect(state / "agent.db") as db:  # the table as the first release made it
+        db.execute(
+            "CREATE TABLE change_records (id TEXT PRIMARY KEY, decision_id TEXT NOT NULL UNIQUE,"
+            " record TEXT NOT NULL, created_at REAL NOT NULL,"
+            " state TEXT NOT NULL CHECK (state IN ('recorded', 'filed', 'unfiled')),"
+            " external_number TEXT, external_id TEXT, last_error TEXT)"
+        )
+        db.execute(
+            "INSERT INTO change_records VALUES ('CHG-OLD', 'd-old', '{}', 0, 'recorded', NULL, NULL, NULL)"
+        )
+    decision_id, change_id = _opened_then_stopped(state, example_input, None)
+    with saas() as fakes, running_agent(humans_settings(state, fakes)) as running:
+        assert running.agent.drain(30)
+    assert [change_id] == [c for c, *_ in _cancelled(state)]
+    assert decision_id == audit_records(state, "change_record_cancelled")[0]["decision_id"]
