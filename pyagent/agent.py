@@ -8,79 +8,39 @@ carried out on execution threads of their own (as many as ``max_concurrent_actio
 verifying a rollout never holds up deciding the next alerts. Alerts recorded but not decided
 when the agent stopped are queued again on ``start``, and so are those decided whose
 decision took no durable step (no approval, execution or outcome recorded): their decision
-is dropped, and audited as such.
-
-The alerts of one batch are gathered before any of them is recorded, so they do not see
-each other in history: fewer occurrences and a pattern still novel only lower autonomy. The
-rate limit, where a missing count would raise it, counts every autonomous decision not yet
-in history, and the batch's own in order (see :mod:`pyagent.inflight`).
+is dropped, and audited as such. Gathering and asking OPA for a batch is
+:mod:`pyagent.deciding`; recording and dispatching it is here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pyagent.alerts import Alert, Delivery
+from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
 from pyagent.batching import take_batch
 from pyagent.briefing import Briefing
-from pyagent.context import Context, Sources, gather_many
-from pyagent.dispatch import Case, Hands, autonomous, dispatch_many
+from pyagent.context import Sources
+from pyagent.deciding import Arriving, Decided, Decider, Item, Prepared, count_failure, label
+from pyagent.dispatch import Case, Hands, dispatch_many
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
-from pyagent.policy import Question, Verdict, decide_many
+from pyagent.policy import Verdict
 from pyagent.records import decision_record, intake_record
 from pyagent.sources.history_sqlite import NewIncident
-from pyagent.store import Store, StoredAlert
+from pyagent.store import Store
 
 log = logging.getLogger("pyagent.agent")
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """An alert ready to be decided: its context and the question for OPA."""
-
-    stored: StoredAlert
-    context: Context
-    question: Question
-
-    @classmethod
-    def of(cls, stored: StoredAlert, context: Context) -> _Prepared:
-        return cls(stored, context, _question(context))
-
-    def counting_also(self, decided: int) -> _Prepared:
-        """Asked again with ``decided`` more autonomous actions in the rate-limit window."""
-        return self if not decided else _Prepared.of(self.stored, self.context.counting_also(decided))
-
-
-_Decided = tuple[_Prepared, Verdict]
-
-
-@dataclass(frozen=True)
-class _Arriving:
-    """A firing alert handed to an idle worker while intake commits its delivery. The worker
-    gathers its context and asks OPA meanwhile, then waits for ``recorded``: the alert as
-    stored once the commit is durable, or None when there is nothing to decide (a
-    re-delivery, or a commit that failed, for which the webhook answered 503)."""
-
-    alert: Alert
-    recorded: Future[StoredAlert | None]
-
-
-# what the workers take off the queue: an alert recorded, or one still being committed
-_Item = StoredAlert | _Arriving
-_take_batch: Callable[[queue.Queue[_Item | None], int], tuple[list[_Item], bool]] = take_batch
+_take_batch: Callable[[queue.Queue[Item | None], int], tuple[list[Item], bool]] = take_batch
 
 
 class Agent:
@@ -106,7 +66,7 @@ class Agent:
         # minutes to verify never holds up deciding the alerts behind it
         self.executions = executions
         self._to_execute: queue.Queue[tuple[Case, str | None] | None] = queue.Queue()
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._queue: queue.Queue[Item | None] = queue.Queue()
         self._in_flight = hands.in_flight  # dispatch releases an action once history has it
         self._threads: list[threading.Thread] = []
         self._executors: list[threading.Thread] = []
@@ -114,6 +74,7 @@ class Agent:
         self._busy = 0
         self._deciding = 0  # alerts queued or being decided; at 0, a delivery is handed over early
         metrics.waiting.set_function(lambda: self._deciding)
+        self.decider = Decider(store, audit, opa, sources, metrics, self._in_flight, clock)
 
     def intake(self, delivery: Delivery) -> tuple[int, int]:
         """Record a delivery durably, queue its new alerts; (accepted, duplicates)."""
@@ -131,7 +92,7 @@ class Agent:
             self._put(stored)
         return len(new), len(delivery.alerts) - len(new)
 
-    def _hand_over_early(self, delivery: Delivery) -> list[_Arriving]:
+    def _hand_over_early(self, delivery: Delivery) -> list[Arriving]:
         """Queue the delivery's firing alerts before their commit when nothing else is queued or
         being decided: the commit's fsync and the webhook's answer then overlap the worker's
         gathering and its wait for OPA, instead of coming before them. Under load, alerts are
@@ -139,12 +100,12 @@ class Agent:
         with self._idle:
             if self._deciding:
                 return []
-        early = [_Arriving(alert, Future()) for alert in delivery.alerts if alert.status == "firing"]
+        early = [Arriving(alert, Future()) for alert in delivery.alerts if alert.status == "firing"]
         for arriving in early:
             self._put(arriving)
         return early
 
-    def _put(self, item: _Item) -> None:
+    def _put(self, item: Item) -> None:
         self._busy_more(1, deciding=True)
         self._queue.put(item)
 
@@ -236,14 +197,14 @@ class Agent:
         while not stop:
             batch, stop = _take_batch(self._queue, self.batch_size)
             try:
-                self._carry_out(self._decide(self._prepare(batch)))
+                self._carry_out(self.decider.decide(self.decider.prepare(batch)))
             except Exception as exc:  # noqa: BLE001 - a bug must not end the worker thread
                 for item in batch:  # one decided stays counted as in flight: the safe side of a bug
-                    self._failed(_label(item), exc)
+                    self._failed(label(item), exc)
             finally:
                 self._busy_more(-len(batch), deciding=True)
 
-    def _carry_out(self, decided: list[_Decided]) -> None:
+    def _carry_out(self, decided: list[Decided]) -> None:
         """Record the decisions, then act on each in order.
 
         Each durable step is taken once for the whole batch: the decisions are recorded with
@@ -312,13 +273,13 @@ class Agent:
             for (case, _), _outcome in done:
                 self._failed(case.alert_id, exc)
 
-    def _record(self, batch: list[_Decided]) -> list[tuple[Case, str | None]]:
+    def _record(self, batch: list[Decided]) -> list[tuple[Case, str | None]]:
         """Record and audit the batch's decisions and open their incidents in history; the
         cases to dispatch, each with the problem history had, if any."""
         recorded = self.store.record_decisions(
             [(p.stored, v.decision.to_json(), v.input_hash) for p, v in batch]
         )
-        decided: list[tuple[_Prepared, Verdict, str, bool]] = []
+        decided: list[tuple[Prepared, Verdict, str, bool]] = []
         for (ready, verdict), result in zip(batch, recorded, strict=True):
             if isinstance(result, Exception):
                 self._failed(ready.stored.id, result)
@@ -353,7 +314,7 @@ class Agent:
             cases.append((case, problem if opened else None))
         return cases
 
-    def _open_incidents(self, opened: list[_Prepared]) -> tuple[dict[int, int], str | None]:
+    def _open_incidents(self, opened: list[Prepared]) -> tuple[dict[int, int], str | None]:
         """The history incident of each newly opened alert, by alert id, and the problem if
         history could not record them."""
         if not opened:
@@ -376,126 +337,10 @@ class Agent:
             return {}, str(exc)
         return {p.stored.id: incident_id for p, incident_id in zip(opened, ids, strict=True)}, None
 
-    @contextlib.contextmanager
-    def _failures_logged(self, alert_id: int | str) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:  # noqa: BLE001 - logged and counted; the batch goes on
-            self._failed(alert_id, exc)
-
     def _failed(self, alert: int | str, exc: Exception) -> None:
-        log.error("processing alert %s failed", alert, exc_info=exc)
-        self.metrics.errors.labels(type(exc).__name__).inc()
-
-    def _prepare(self, batch: list[_Item]) -> list[tuple[_Item, Context]]:
-        """Close resolved alerts, skip those resolved before they were decided; gather the
-        context of the others, at one moment, counting in the rate limit the autonomous
-        decisions made and not yet in history (history counts an action once executed).
-        An alert still being committed is checked once it is recorded (:meth:`_settled`)."""
-        firing: list[_Item] = []
-        for item in batch:
-            if isinstance(item, _Arriving):
-                firing.append(item)
-                continue
-            with self._failures_logged(item.id):
-                if self._still_firing(item):
-                    firing.append(item)
-        # counted before history is read: an action leaves this count only once history has
-        # it, so read in this order it is counted at least once, never missed
-        already = self._in_flight.count()
-        try:
-            contexts = gather_many([item.alert for item in firing], self.clock(), self.sources)
-        except Exception as exc:  # noqa: BLE001 - a bug in a source: these stay pending, the worker goes on
-            for item in firing:
-                self._failed(_label(item), exc)
-            return []
-        return [
-            (item, context.counting_also(already)) for item, context in zip(firing, contexts, strict=True)
-        ]
-
-    def _settled(self, item: _Item) -> StoredAlert | None:
-        """The alert as recorded, once its commit is durable; None when there is nothing to
-        decide: a re-delivery, a delivery that could not be recorded, an alert resolved."""
-        if isinstance(item, StoredAlert):
-            return item
-        stored = item.recorded.result()
-        if stored is None:
-            return None
-        with self._failures_logged(stored.id):
-            if self._still_firing(stored):
-                return stored
-        return None
-
-    def _still_firing(self, stored: StoredAlert) -> bool:
-        """False for a resolved alert (its incident is closed) and for one whose resolved
-        notification is already recorded (nothing to act on); both are audited."""
-        alert = stored.alert
-        if alert.status == "resolved":
-            self.store.close_incident(stored)
-            closed = {"alert_id": stored.id, "fingerprint": alert.fingerprint}
-            self.audit.append_many([intake_record(stored), ("resolved", closed)])
-            return False
-        if self.store.close_if_resolved(stored):
-            skipped = {
-                "alert_id": stored.id,
-                "fingerprint": alert.fingerprint,
-                "reason": "the alert resolved before it was decided; nothing to act on",
-            }
-            self.audit.append_many([intake_record(stored), ("skipped", skipped)])
-            return False
-        return True
-
-    def _decide(self, gathered: list[tuple[_Item, Context]]) -> list[_Decided]:
-        """One OPA request for the batch, with the decisions made as if one after another:
-        each autonomous decision this batch makes counts in the rate limit of the alerts
-        after it, which are asked again (rarely: only when a batch has two or more
-        autonomous decisions). An alert handed over before its commit is decided only once
-        recorded, and not at all when it is not new."""
-        questions = [_question(context) for _, context in gathered]
-        verdicts = self._ask(questions)
-        settled: list[_Decided] = []
-        for (item, context), question, verdict in zip(gathered, questions, verdicts, strict=True):
-            stored = self._settled(item)
-            if stored is not None:
-                settled.append((_Prepared(stored, context, question), verdict))
-        decided: list[_Decided] = []
-        earlier = 0
-        for asked, first in settled:
-            ready, verdict = asked, first
-            if earlier and autonomous(first.decision):
-                ready = asked.counting_also(earlier)
-                [verdict] = self._ask([ready.question])
-            if autonomous(verdict.decision):
-                earlier += 1
-                self._in_flight.add(ready.stored.id)
-            decided.append((ready, verdict))
-        for _, verdict in decided:
-            self.metrics.decisions.labels(str(verdict.decision.level)).inc()
-            for trigger in verdict.decision.triggers:
-                self.metrics.triggers.labels(trigger.id).inc()
-            if verdict.fallback:
-                self.metrics.errors.labels(verdict.fallback).inc()
-        return decided
-
-    def _ask(self, questions: list[Question]) -> list[Verdict]:
-        if not questions:
-            return []
-        started = time.perf_counter()
-        verdicts = decide_many(self.opa, questions)
-        self.metrics.opa_latency.observe(time.perf_counter() - started)
-        self.metrics.opa_batch.observe(len(questions))
-        return verdicts
+        count_failure(self.metrics, alert, exc)
 
 
 def _epoch(stamp: str) -> float:
     """Seconds since the epoch of a store timestamp (ISO 8601, UTC)."""
     return datetime.fromisoformat(stamp).timestamp()
-
-
-def _question(context: Context) -> Question:
-    return Question(context.policy_input(), context.health_ceiling, context.problems)
-
-
-def _label(item: _Item) -> int | str:
-    """How a log line names a queued alert: its row id, or its fingerprint before it has one."""
-    return item.id if isinstance(item, StoredAlert) else item.alert.fingerprint
