@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pyagent.app import running_agent
 from pyagent.audit import AuditLog
@@ -15,7 +19,7 @@ from pyagent.opa import default_policy_dir, free_port
 from pyagent.store import Store
 from tests.execution_kit import briefing
 from tests.fakes import FakeServiceNow
-from tests.humans import api, audit_records, humans_settings, pending_approval, saas, served, wait_until
+from tests.humans import Saas, api, audit_records, humans_settings, pending_approval, saas, served, wait_until
 from tests.serving import example, post, record_decided_without_acting
 
 FIELDS = {
@@ -113,6 +117,13 @@ def _opened_then_stopped(state: Path, document: dict[str, Any], servicenow: str 
     return decision_id, record.id
 
 
+def _restart(state: Path, fakes: Saas, servicenow: str | None) -> None:
+    """The agent started again on ``state`` (with ServiceNow at ``servicenow``), until idle."""
+    overrides = _servicenow(servicenow) if servicenow else {}
+    with running_agent(humans_settings(state, fakes, **overrides)) as running:
+        assert running.agent.drain(30)
+
+
 def _cancelled(state: Path) -> list[tuple[str, str, int]]:
     """(change id, reason, whether the change system was told) of each cancelled record."""
     with sqlite3.connect(state / "agent.db") as db:
@@ -122,50 +133,63 @@ def _cancelled(state: Path) -> list[tuple[str, str, int]]:
     return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
 
 
-def test_a_record_whose_decision_is_dropped_at_restart_is_cancelled_in_servicenow(
-    tmp_path: Path, example_input: dict[str, Any]
-) -> None:
+@dataclass(frozen=True)
+class _Stopped:
+    """A regulated alert's decision, whose change record was filed in ServiceNow before the
+    agent stopped; nothing else was done for it."""
+
+    state: Path
+    fakes: Saas
+    decision_id: str
+    change_id: str
+    sys_id: str
+
+
+@pytest.fixture
+def filed_then_stopped(tmp_path: Path, example_input: dict[str, Any]) -> Iterator[_Stopped]:
     state = tmp_path / "state"
     with saas() as fakes:
         decision_id, change_id = _opened_then_stopped(state, example_input, fakes.servicenow.url)
         [sys_id] = fakes.servicenow.changes
-        with running_agent(humans_settings(state, fakes, **_servicenow(fakes.servicenow.url))) as running:
-            assert running.agent.drain(30)
-        changes = dict(fakes.servicenow.changes)
+        yield _Stopped(state, fakes, decision_id, change_id, sys_id)
+
+
+def test_a_record_whose_decision_is_dropped_at_restart_is_cancelled_in_servicenow(
+    filed_then_stopped: _Stopped,
+) -> None:
+    state, fakes, sys_id = filed_then_stopped.state, filed_then_stopped.fakes, filed_then_stopped.sys_id
+    _restart(state, fakes, fakes.servicenow.url)
+    changes = dict(fakes.servicenow.changes)
     assert "4" == changes[sys_id]["state"]  # Canceled
     assert "dropped before anything was done" in changes[sys_id]["work_notes"]
     [abandoned] = audit_records(state, "decision_abandoned")
     [cancelled] = audit_records(state, "change_record_cancelled")
     [told] = audit_records(state, "change_record_cancel_filed")
-    assert decision_id == abandoned["decision_id"] == cancelled["decision_id"] == told["decision_id"]
-    assert change_id == cancelled["change_id"] == told["change_id"]
+    assert filed_then_stopped.decision_id == abandoned["decision_id"] == cancelled["decision_id"]
+    assert told["decision_id"] == cancelled["decision_id"]
+    assert filed_then_stopped.change_id == cancelled["change_id"] == told["change_id"]
     assert changes[sys_id]["number"] == cancelled["number"]
     # decided anew: a second record, filed and left open, for the new decision
     [new] = [c for c in changes.values() if c["sys_id"] != sys_id]
     assert "-5" == new["state"]
     [decision] = audit_records(state, "decision")
     assert decision["seq"] > told["seq"]
-    assert [(change_id, cancelled["reason"], 1)] == _cancelled(state)
+    assert [(filed_then_stopped.change_id, cancelled["reason"], 1)] == _cancelled(state)
 
 
 def test_a_cancellation_servicenow_cannot_take_is_sent_again_at_the_next_start(
-    tmp_path: Path, example_input: dict[str, Any]
+    filed_then_stopped: _Stopped,
 ) -> None:
-    state = tmp_path / "state"
-    with saas() as fakes:
-        _, change_id = _opened_then_stopped(state, example_input, fakes.servicenow.url)
-        [sys_id] = fakes.servicenow.changes
-        down = f"http://127.0.0.1:{free_port()}{FakeServiceNow.PATH}"
-        with running_agent(humans_settings(state, fakes, **_servicenow(down))) as running:
-            assert running.agent.drain(30)
-        assert "-5" == fakes.servicenow.changes[sys_id]["state"]
-        [unfiled] = audit_records(state, "change_record_cancel_unfiled")
-        [cancelled] = audit_records(state, "change_record_cancelled")
-        assert change_id == unfiled["change_id"] == cancelled["change_id"]
-        assert [(change_id, cancelled["reason"], 0)] == _cancelled(state)
-        with running_agent(humans_settings(state, fakes, **_servicenow(fakes.servicenow.url))) as running:
-            assert running.agent.drain(30)
-        assert "4" == fakes.servicenow.changes[sys_id]["state"]
+    state, fakes, change_id = filed_then_stopped.state, filed_then_stopped.fakes, filed_then_stopped.change_id
+    down = f"http://127.0.0.1:{free_port()}{FakeServiceNow.PATH}"
+    _restart(state, fakes, down)
+    assert "-5" == fakes.servicenow.changes[filed_then_stopped.sys_id]["state"]
+    [unfiled] = audit_records(state, "change_record_cancel_unfiled")
+    [cancelled] = audit_records(state, "change_record_cancelled")
+    assert change_id == unfiled["change_id"] == cancelled["change_id"]
+    assert [(change_id, cancelled["reason"], 0)] == _cancelled(state)
+    _restart(state, fakes, fakes.servicenow.url)
+    assert "4" == fakes.servicenow.changes[filed_then_stopped.sys_id]["state"]
     [told] = audit_records(state, "change_record_cancel_filed")
     assert change_id == told["change_id"]
     assert 1 == _cancelled(state)[0][2]
@@ -178,8 +202,7 @@ def test_without_a_change_system_a_dropped_decisions_record_is_cancelled_here(
     state = tmp_path / "state"
     with saas() as fakes:
         decision_id, change_id = _opened_then_stopped(state, example_input, None)
-        with running_agent(humans_settings(state, fakes)) as running:
-            assert running.agent.drain(30)
+        _restart(state, fakes, None)
     [cancelled] = audit_records(state, "change_record_cancelled")
     assert (decision_id, change_id, None) == (
         cancelled["decision_id"],
@@ -207,7 +230,7 @@ def test_a_store_from_before_cancellations_is_brought_up_to_date(
             "INSERT INTO change_records VALUES ('CHG-OLD', 'd-old', '{}', 0, 'recorded', NULL, NULL, NULL)"
         )
     decision_id, change_id = _opened_then_stopped(state, example_input, None)
-    with saas() as fakes, running_agent(humans_settings(state, fakes)) as running:
-        assert running.agent.drain(30)
+    with saas() as fakes:
+        _restart(state, fakes, None)
     assert [change_id] == [c for c, *_ in _cancelled(state)]
     assert decision_id == audit_records(state, "change_record_cancelled")[0]["decision_id"]
