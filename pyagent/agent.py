@@ -74,7 +74,11 @@ class Agent:
         self._busy = 0
         self._deciding = 0  # alerts queued or being decided; at 0, a delivery is handed over early
         metrics.waiting.set_function(lambda: self._deciding)
-        self.decider = Decider(store, audit, opa, sources, metrics, self._in_flight, clock)
+        self.decider = Decider(store, audit, opa, sources, metrics, self._in_flight, self._now)
+
+    def _now(self) -> datetime:
+        """The agent's clock, read at each batch: contexts are gathered at ``self.clock``'s time."""
+        return self.clock()
 
     def intake(self, delivery: Delivery) -> tuple[int, int]:
         """Record a delivery durably, queue its new alerts; (accepted, duplicates)."""
