@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pyagent.abort import abort
@@ -124,19 +125,22 @@ def _budget_source(settings: Settings) -> ErrorBudgetSource | None:
     )
 
 
-def build_executor(settings: Settings) -> ExecutorRoutes:
+def build_executor(
+    settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> ExecutorRoutes:
     """The executor of each target: ``executor`` by default, ``executor_routes`` by pattern.
-    Clients are made only for the executors named."""
+    Clients are made only for the executors named; the dry-run and Kubernetes executors
+    stamp a restart with the time on ``clock``."""
     routes = settings.executor_routes or {}
     names = {settings.executor, *routes.values()}
-    made: dict[str, Executor] = {"dry-run": DryRunExecutor()}
+    made: dict[str, Executor] = {"dry-run": DryRunExecutor(clock)}
     if "kubernetes" in names:
         from pyagent.executors.kubernetes import KubernetesExecutor  # noqa: PLC0415 - only when used
         from pyagent.kube import KubeTarget, api_client  # noqa: PLC0415
 
         target = KubeTarget(settings.kubeconfig, settings.kube_context, settings.kube_in_cluster)
         api = api_client(target, retries=0)  # no transport retries: an executor call is never resent
-        made["kubernetes"] = KubernetesExecutor(api, timeout=settings.kube_timeout)
+        made["kubernetes"] = KubernetesExecutor(api, timeout=settings.kube_timeout, clock=clock)
     if "docker" in names:
         from pyagent.executors.docker import DockerExecutor  # noqa: PLC0415
 

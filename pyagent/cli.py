@@ -234,7 +234,8 @@ def evaluate(  # noqa: PLR0913, PLR0917 - one parameter per option
             recorded = settings.state_dir / "history.db"
             history = recorded if recorded.is_file() else Path(scratch) / "history.db"
             sources = build_sources(settings, history)
-            evaluations = evaluate_payload(delivery, sources, client, build_executor(settings), moment)
+            executor = build_executor(settings, clock=lambda: moment)  # a replay's plan is of its moment
+            evaluations = evaluate_payload(delivery, sources, client, executor, moment)
     except PyagentError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

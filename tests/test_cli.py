@@ -69,6 +69,11 @@ def test_each_example_gets_its_documented_level(
     assert evaluation["context_problems"] == []
 
 
+def test_a_replayed_restart_is_planned_at_the_replayed_moment(state: Path, opa_server: EmbeddedOpa) -> None:
+    [evaluation] = _evaluate(state, opa_server, "level-4-oom-restart")
+    assert '"kubectl.kubernetes.io/restartedAt": "2026-11-26T12:00:00+00:00"' in str(evaluation["plan"])
+
+
 def test_regulated_example_requires_a_change_record(state: Path, opa_server: EmbeddedOpa) -> None:
     [evaluation] = _evaluate(state, opa_server, "regulated-pci")
     decision = evaluation["decision"]

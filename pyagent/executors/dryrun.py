@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pyagent.executors import Change, Deadline, ProposedAction, StepResult
@@ -11,20 +12,13 @@ from pyagent.executors import Change, Deadline, ProposedAction, StepResult
 log = logging.getLogger("pyagent.executor.dryrun")
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
-def _call(action: ProposedAction) -> str:
-    """The Kubernetes API call a real executor would make for this action."""
+def _call(action: ProposedAction, now: datetime) -> str:
+    """The Kubernetes API call a real executor would make for this action at ``now``."""
     path = DEPLOYMENTS.format(namespace=action.namespace, name=action.name)
-    restart = {
-        "spec": {
-            "template": {
-                "metadata": {
-                    "annotations": {"kubectl.kubernetes.io/restartedAt": datetime.now(UTC).isoformat()}
-                }
-            }
-        }
-    }
+    restart = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now.isoformat()}}}}}
     calls = {
         "rolling_restart": f"PATCH {path} (strategic-merge) {json.dumps(restart)}",
         "log_pipeline_restart": f"PATCH {path} (strategic-merge) {json.dumps(restart)}",
@@ -40,13 +34,17 @@ def _call(action: ProposedAction) -> str:
 
 
 class DryRunExecutor:
-    """Logs the exact call it would make for each step and reports success; changes nothing."""
+    """Logs the exact call it would make for each step and reports success; changes nothing.
+    A restart's ``restartedAt`` is the time on ``clock``, as the Kubernetes executor's is."""
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock
 
     def plan(self, action: ProposedAction) -> str:
-        return f"dry-run: {_call(action)}"
+        return f"dry-run: {_call(action, self.clock())}"
 
     def execute(self, action: ProposedAction, decision_id: str) -> Change:
-        call = _call(action)
+        call = _call(action, self.clock())
         log.info("dry-run execute for decision %s: %s", decision_id, call)
         return Change(detail=f"dry-run: would {call}", simulated=True)
 
