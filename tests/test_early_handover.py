@@ -10,8 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -24,7 +23,11 @@ from pyagent.app import Running, running_agent
 from pyagent.errors import StoreUnavailable
 from pyagent.opa import EmbeddedOpa
 from pyagent.settings import Settings
+from tests.execution_kit import wait_for
 from tests.serving import EXAMPLES, example, records
+
+# shorter than the store waits for a lock (5 s), so the commit is still held when OPA is asked
+ASKED_WITHIN = 4.0
 
 
 def _delivery(serial: int) -> Delivery:
@@ -53,13 +56,6 @@ def _decisions(running: Running) -> float:
     return sum(_metric(running, "pyagent_decisions_total", level=str(level)) for level in range(5))
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 4.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def _decision_records(state: Path) -> list[dict[str, Any]]:
     return records(state, "decision") if (state / "audit.jsonl").exists() else []
 
@@ -77,7 +73,7 @@ def test_an_alert_is_asked_about_while_its_commit_waits_and_decided_once_durable
     with ThreadPoolExecutor(1) as intake:
         with closing(_hold_writes(tmp_path)):
             accepted = intake.submit(running.agent.intake, _delivery(1))
-            _wait_for(lambda: _asked(running) == 1)
+            wait_for(lambda: _asked(running) == 1, "OPA asked", timeout=ASKED_WITHIN)
             assert not accepted.done()  # the webhook would not have answered yet
             assert [] == _decision_records(tmp_path)
             assert 0 == _decisions(running)
@@ -97,7 +93,7 @@ def test_an_alert_whose_commit_fails_is_never_decided(running: Running, tmp_path
     # the lock is held for longer than the store waits for it
     with ThreadPoolExecutor(1) as intake, closing(_hold_writes(tmp_path)):
         accepted = intake.submit(running.agent.intake, _delivery(1))
-        _wait_for(lambda: _asked(running) == 1)
+        wait_for(lambda: _asked(running) == 1, "OPA asked", timeout=ASKED_WITHIN)
         with pytest.raises(StoreUnavailable):  # the webhook answers 503: Alertmanager retries
             accepted.result(timeout=30)
     assert running.agent.drain(30)
