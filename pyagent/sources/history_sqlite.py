@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pyagent.encoders import SORTED
 from pyagent.errors import HistoryError
@@ -136,13 +136,15 @@ UPDATE outcomes SET
 WHERE pattern_id IS NULL
 """
 
-_NOT_SUCCESS = ("verification_failed", "aborted", "rolled_back", "error", "false_positive")
+# every outcome but success, named so the query below seeks them in the index
+_NOT_SUCCESS = tuple(kind for kind in get_args(OutcomeKind) if kind != "success")
 
 # whether the pattern's action ever ended other than in success, up to a moment
-_ANY_NOT_SUCCESS = """
+_ANY_NOT_SUCCESS = f"""
 SELECT EXISTS (SELECT 1 FROM outcomes
-WHERE pattern_id = ? AND action_type = ? AND outcome IN (?, ?, ?, ?, ?) AND recorded_at <= ?)
-"""
+WHERE pattern_id = ? AND action_type = ? AND outcome IN ({", ".join("?" * len(_NOT_SUCCESS))})
+    AND recorded_at <= ?)
+"""  # noqa: S608 - placeholders only, one per outcome
 
 # the last suboptimal outcome of the pattern's action, up to a moment
 _LAST_SUBOPTIMAL = """
