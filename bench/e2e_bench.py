@@ -11,7 +11,8 @@ process) asking it. Then, in the same run:
    agent, like the baseline's OPA, is measured warm: its connections open, OPA's query
    for the batch rule compiled, the interpreter's caches filled.
 3. **Agent**: for each rate, an open-loop load of single-alert Alertmanager deliveries
-   (each a new alert) for ``--seconds``. An alert's latency runs from the moment it was
+   (each a new alert; ``--group N`` sends N new alerts per delivery, as Alertmanager groups
+   them) for ``--seconds``. An alert's latency runs from the moment its delivery was
    *scheduled* to be sent (so a slow server cannot hide its queue by slowing the client)
    to the ``ts`` of its ``decision`` record in the audit log, which is written, fsynced,
    before anything acts on it. An alert is lost when its POST is not 2xx or no decision
@@ -80,14 +81,19 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return {name: _cpu_seconds(pid) for name, pid in pids.items()}
 
 
-def _delivery(template: dict[str, Any], serial: int) -> dict[str, Any]:
+def _delivery(template: dict[str, Any], first: int, size: int = 1) -> dict[str, Any]:
+    """A delivery of ``size`` new alerts, numbered from ``first``, as one Alertmanager group."""
     body = copy.deepcopy(template)
-    alert = body["alerts"][0]
-    alert["fingerprint"] = f"{serial:016x}"
-    alert["labels"]["pod"] = f"bench-{serial}"
-    alert["startsAt"] = (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=serial)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    [model] = body["alerts"]
+    body["alerts"] = []
+    for serial in range(first, first + size):
+        alert = copy.deepcopy(model)
+        alert["fingerprint"] = f"{serial:016x}"
+        alert["labels"]["pod"] = f"bench-{serial}"
+        alert["startsAt"] = (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=serial)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        body["alerts"].append(alert)
     return body
 
 
@@ -212,14 +218,23 @@ def _request(host: str, port: int, path: str, token: str, body: bytes) -> bytes:
 
 
 def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
-    url: str, token: str, template: dict[str, Any], rate: float, seconds: float, first_serial: int
+    url: str,
+    token: str,
+    template: dict[str, Any],
+    rate: float,
+    seconds: float,
+    first_serial: int,
+    group: int = 1,
 ) -> tuple[dict[str, float], int]:
-    """Send ``rate`` alerts per second for ``seconds``; {fingerprint: scheduled time} and failures."""
+    """Send ``rate`` alerts per second for ``seconds``, ``group`` alerts per delivery;
+    {fingerprint: scheduled time of its delivery} and the alerts of failed deliveries."""
     parsed = urllib.parse.urlsplit(url)
     host, port, path = parsed.hostname or "127.0.0.1", parsed.port or 80, parsed.path
-    total = int(rate * seconds)
+    total = int(rate * seconds / group)
     requests_ = [
-        _request(host, port, path, token, json.dumps(_delivery(template, first_serial + i)).encode())
+        _request(
+            host, port, path, token, json.dumps(_delivery(template, first_serial + i * group, group)).encode()
+        )
         for i in range(total)
     ]
     scheduled: dict[str, float] = {}
@@ -238,7 +253,7 @@ def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
                     next_index += 1
                 if index >= total:
                     return
-                at = start + index / rate
+                at = start + index * group / rate
                 delay = at - time.time()
                 if delay > 0:
                     time.sleep(delay)
@@ -246,11 +261,12 @@ def load_step(  # noqa: PLR0913, PLR0917 - one load step's parameters
                     ok = client.post(requests_[index]) == 200
                 except OSError:
                     ok = False
+                first = first_serial + index * group
                 with lock:
                     if ok:
-                        scheduled[f"{first_serial + index:016x}"] = at
+                        scheduled.update((f"{serial:016x}", at) for serial in range(first, first + group))
                     else:
-                        failures += 1
+                        failures += group
         finally:
             client.close()
 
@@ -272,7 +288,9 @@ def _drain(tail: AuditTail, scheduled: dict[str, float], timeout: float = 30.0) 
         time.sleep(0.05)
 
 
-def run(rates: list[float], seconds: float, baseline_count: int, warmup_seconds: float) -> int:
+def run(
+    rates: list[float], seconds: float, baseline_count: int, warmup_seconds: float, group: int = 1
+) -> int:
     template = json.loads(TEMPLATE.read_text())
     token = "bench-token"  # noqa: S105 - a local, throwaway token
     with (
@@ -312,17 +330,17 @@ def run(rates: list[float], seconds: float, baseline_count: int, warmup_seconds:
             serial = 1
             if warmup_seconds > 0:
                 webhook = base + "/webhook/alertmanager"
-                warm, _ = load_step(webhook, token, template, rates[0], warmup_seconds, serial)
-                serial += int(rates[0] * warmup_seconds)
+                warm, _ = load_step(webhook, token, template, rates[0], warmup_seconds, serial, group)
+                serial += int(rates[0] * warmup_seconds / group) * group
                 _drain(tail, warm)
             assert opa.pid is not None
             pids = {"agent": agent.pid, "opa": opa.pid, "load": os.getpid()}
             for rate in rates:
                 cpu_before = _cpu(pids)
                 scheduled, failures = load_step(
-                    base + "/webhook/alertmanager", token, template, rate, seconds, serial
+                    base + "/webhook/alertmanager", token, template, rate, seconds, serial, group
                 )
-                serial += int(rate * seconds)
+                serial += int(rate * seconds / group) * group
                 _drain(tail, scheduled)
                 cpu_after = _cpu(pids)
                 latencies = [
@@ -349,15 +367,16 @@ def run(rates: list[float], seconds: float, baseline_count: int, warmup_seconds:
         finally:
             agent.terminate()
             agent.wait(timeout=30)
-    return report(bare, steps)
+    return report(bare, steps, group)
 
 
-def report(bare: list[float], steps: list[Step]) -> int:
+def report(bare: list[float], steps: list[Step], group: int = 1) -> int:
     bare_p50 = statistics.median(bare)
     print(f"baseline: bare requests POST to the same OPA, {len(bare)} requests")
     print(f"  p50 {bare_p50:.2f} ms   p99 {percentile(bare, 0.99):.2f} ms")
     print()
-    print("agent: webhook POST -> decision fsynced to the audit log, one alert per delivery")
+    per = "one alert" if group == 1 else f"{group} alerts"
+    print(f"agent: webhook POST -> decision fsynced to the audit log, {per} per delivery")
     print(
         f"  {'offered/s':>9} {'sent':>6} {'lost':>5} {'p50 ms':>8} {'p99 ms':>8} {'decided/s':>10}"
         "   CPU ms per alert: agent / opa / load generator"
@@ -378,7 +397,10 @@ def report(bare: list[float], steps: list[Step]) -> int:
         )
     ratio = steps[0].p50_ms / bare_p50
     print()
-    print(f"agent p50 at {steps[0].rate:.0f}/s vs bare OPA p50: {ratio:.2f}x (target <= {TARGET_RATIO:.0f}x)")
+    # the ratio's target is for one alert per delivery: a group's alerts wait for each other
+    judged = group == 1
+    target = f"target <= {TARGET_RATIO:.0f}x" if judged else "not judged: the target is for single alerts"
+    print(f"agent p50 at {steps[0].rate:.0f}/s vs bare OPA p50: {ratio:.2f}x ({target})")
     meeting = [s for s in steps if s.lost == 0 and s.p99_ms < TARGET_P99_MS]
     best = max((s.sustained for s in meeting), default=0.0)
     print(
@@ -386,7 +408,7 @@ def report(bare: list[float], steps: list[Step]) -> int:
         f"(target >= {TARGET_RATE:.0f})"
     )
     # an open-loop step's decided/s is measured over a span a little longer than the step
-    missed = ratio > TARGET_RATIO or best < TARGET_RATE * 0.98 or any(s.lost for s in steps)
+    missed = (judged and ratio > TARGET_RATIO) or best < TARGET_RATE * 0.98 or any(s.lost for s in steps)
     print("targets:", "missed" if missed else "met")
     return 1 if missed else 0
 
@@ -397,9 +419,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load step")
     parser.add_argument("--baseline-requests", type=int, default=2000)
     parser.add_argument("--warmup-seconds", type=float, default=3.0, help="uncounted load at the lowest rate")
+    parser.add_argument(
+        "--group",
+        type=int,
+        default=1,
+        help="alerts per delivery, as Alertmanager groups them (the targets are for 1)",
+    )
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    return run(rates, args.seconds, args.baseline_requests, args.warmup_seconds)
+    return run(rates, args.seconds, args.baseline_requests, args.warmup_seconds, args.group)
 
 
 if __name__ == "__main__":
