@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pyagent.changes import outcome_notes
 from pyagent.dispatch import Hands, audit_step, learn, roll_back
 from pyagent.executors import StepResult
 
@@ -61,6 +62,9 @@ def abort(
     problem = learn(hands, execution.history_action_id, "aborted", simulated=simulated)
     if problem:
         audit_step(hands, decision_id, action, "history_problem", detail=problem)
+    undone = "rolled back" if result.ok else "rollback failed, roll back by hand"
+    notes = outcome_notes(decision_id, action, "aborted", f"by {by} via {via}; {undone}")
+    hands.changes.conclude(decision_id, "aborted", notes)
     hands.notifier.notify(
         "aborted",
         f"{action.type} on {action.target} aborted by {by} via {via}"

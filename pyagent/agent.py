@@ -27,6 +27,7 @@ from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
 from pyagent.batching import take_batch
 from pyagent.briefing import Briefing
+from pyagent.changes import outcome_notes
 from pyagent.context import Sources
 from pyagent.deciding import Arriving, Decided, Decider, Item, Prepared, count_failure, label
 from pyagent.dispatch import Case, Hands, dispatch_many
@@ -128,9 +129,10 @@ class Agent:
     def start(self) -> None:
         """Start the workers and queue every alert recorded but not yet decided, and every
         alert whose decision was never carried out (see :meth:`_decide_again`); the change
-        system is told of the change records cancelled and not yet filed as such."""
+        system is told, on the change desk's thread, of the records that ended and that it
+        was not yet told of."""
         self._decide_again()
-        self.hands.changes.file_cancellations()
+        self.hands.changes.tell_later()
         for stored in self.store.pending():
             self._put(stored)
         for index in range(self.workers):
@@ -248,6 +250,9 @@ class Agent:
                 [outcome] = dispatch_many([case], self.hands)
                 self._in_flight.done(case.alert_id)  # refused, or history could not record it
                 self._audit_outcomes([((case, history_problem), outcome)])
+                if isinstance(outcome, str) and outcome != "aborted":  # an abort ends the record itself
+                    notes = outcome_notes(case.decision_id, case.action, outcome)
+                    self.hands.changes.conclude(case.decision_id, outcome, notes)
             finally:
                 self._busy_more(-1)
 

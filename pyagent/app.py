@@ -12,7 +12,7 @@ from pyagent.abort import abort
 from pyagent.access import Access
 from pyagent.agent import Agent
 from pyagent.audit import AuditLog
-from pyagent.changes import ChangeDesk, ServiceNow
+from pyagent.changes import ChangeDesk
 from pyagent.console.auth import Gate, load_secret
 from pyagent.console.desk import Desk
 from pyagent.context import Sources
@@ -29,6 +29,7 @@ from pyagent.notifiers.pagerduty import PagerDutyChannel
 from pyagent.notifiers.slack import SlackChannel
 from pyagent.opa import EmbeddedOpa, OpaClient
 from pyagent.recovery import recover
+from pyagent.servicenow import ServiceNow
 from pyagent.settings import Settings
 from pyagent.sources import ErrorBudgetSource, InventorySource
 from pyagent.sources.catalog import ActionCatalog, policy_data, rate_limit_window

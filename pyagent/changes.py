@@ -10,42 +10,54 @@ when ``servicenow_url`` is set, POSTed to that Table API URL (``.../api/now/tabl
 change_request``). When the change system is configured but cannot take the record,
 the record stays ``unfiled`` and nothing may execute on the asset until filing succeeds.
 
-A record whose decision is dropped before anything was done under it (the agent stopped
-in between; the alert is decided anew) is cancelled: audited, marked in the store, and
-set to Canceled (state 4) in ServiceNow with a work note saying why. A cancellation the
-change system could not take is sent again at the next start.
+Every record ends, once, in one of two ways, audited and marked in the store before the
+change system is told:
+
+- **closed** with the outcome of the change made under it: ``successful`` when it was
+  verified, ``unsuccessful`` when it failed, was rolled back or aborted, or ended unknown
+  after a restart (ServiceNow's state Closed, 3, with ``close_code`` and ``close_notes``);
+- **cancelled** when nothing was changed under it: its approval was rejected or expired,
+  the approved action was not executed (the policy or the plan changed, the guardrails
+  refused it), or its decision was dropped at a restart and decided anew (state Canceled,
+  4, with a work note saying why).
+
+The change system is told on the desk's own thread, so no caller waits for it; an ending it
+cannot take is audited and sent again with the next ending and at the next start.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
-
 from pyagent.briefing import Briefing
 from pyagent.contract import Trigger
 from pyagent.errors import ChangeSystemUnavailable
 from pyagent.executors import ProposedAction
+from pyagent.servicenow import ServiceNow, build_fields
 from pyagent.sources.catalog import policy_data
 from pyagent.sqlite_schema import add_missing_columns
 from pyagent.store import Store
+
+log = logging.getLogger(__name__)
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS change_records (
     id TEXT PRIMARY KEY, decision_id TEXT NOT NULL UNIQUE, record TEXT NOT NULL, created_at REAL NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('recorded', 'filed', 'unfiled')),
     external_number TEXT, external_id TEXT, last_error TEXT,
-    cancelled_at REAL, cancel_reason TEXT, cancel_filed INTEGER NOT NULL DEFAULT 0
+    cancelled_at REAL, cancel_reason TEXT, cancel_filed INTEGER NOT NULL DEFAULT 0,
+    closed_at REAL, close_code TEXT, close_notes TEXT, close_filed INTEGER NOT NULL DEFAULT 0
 )
 """
 # Columns added since the first release, for stores created before them.
@@ -55,15 +67,26 @@ ADDED_COLUMNS = {
     ("change_records", "cancel_filed"): (
         "ALTER TABLE change_records ADD COLUMN cancel_filed INTEGER NOT NULL DEFAULT 0"
     ),
+    ("change_records", "closed_at"): "ALTER TABLE change_records ADD COLUMN closed_at REAL",
+    ("change_records", "close_code"): "ALTER TABLE change_records ADD COLUMN close_code TEXT",
+    ("change_records", "close_notes"): "ALTER TABLE change_records ADD COLUMN close_notes TEXT",
+    ("change_records", "close_filed"): (
+        "ALTER TABLE change_records ADD COLUMN close_filed INTEGER NOT NULL DEFAULT 0"
+    ),
 }
-# ServiceNow's change_request state Canceled: allowed from every state but Closed and Review
-CANCELED = "4"
-GENERIC_PLANS = {
-    "implementation_plan": "{type} of {kind} {namespace}/{name} by the agent after a human's approval",
-    "backout_plan": "undo {type} on {kind} {namespace}/{name} (the executor's rollback)",
-    "test_plan": "verify {kind} {namespace}/{name} is healthy and the alert resolves",
+# An execution's outcome as its record's close code. ``refused`` changed nothing: its record
+# is cancelled. ``duplicate`` is a decision executed before, whose record that execution ended.
+CLOSE_CODE = {
+    "success": "successful",
+    "verification_failed": "unsuccessful",
+    "rolled_back": "unsuccessful",
+    "aborted": "unsuccessful",
+    "error": "unsuccessful",
 }
-SERVICENOW_TIME = "%Y-%m-%d %H:%M:%S"
+# a record still open: neither cancelled nor closed
+OPEN = "cancelled_at IS NULL AND closed_at IS NULL"
+# a record an abort ends: open, or closed as successful before the abort undid the change
+REVERSED = "cancelled_at IS NULL AND (closed_at IS NULL OR close_code = 'successful')"
 
 
 class Auditor(Protocol):
@@ -97,113 +120,13 @@ class ChangeRecord:
         return self.state in {"recorded", "filed"}
 
 
-def _risk_impact(briefing: Briefing, reversible: bool) -> tuple[str, str, str]:
-    """ServiceNow risk (2 high, 3 moderate, 4 low), impact (1 high, 2 medium, 3 low), and why."""
-    wide = briefing.services > 1 or briefing.shared_infrastructure or len(briefing.namespaces) > 1
-    impact = "1" if wide else "2" if briefing.replica_fraction > 0.2 else "3"
-    risk = {"1": 2, "2": 3, "3": 4}[impact] - (0 if reversible else 1)
-    why = (
-        f"blast radius: {briefing.blast_radius}; error budget {briefing.error_budget_remaining:.0%} left; "
-        f"{'reversible' if reversible else 'not reversible'}; "
-        f"frameworks: {', '.join(briefing.frameworks) or 'none'}"
+def outcome_notes(decision_id: str, action: ProposedAction, outcome: str, detail: str = "") -> str:
+    """A closed record's notes: what was done, how it ended, and where its steps are."""
+    why = f" ({detail})" if detail else ""
+    return (
+        f"{action.type} of {action.kind} {action.namespace}/{action.name} by pyagent: {outcome}{why};"
+        f" decision {decision_id}, every step in pyagent's audit log"
     )
-    return str(risk), impact, why
-
-
-def build_fields(  # noqa: PLR0913, PLR0917 - a change record is made of these
-    action: ProposedAction,
-    triggers: tuple[Trigger, ...],
-    briefing: Briefing,
-    summary: str,
-    catalog_entry: Mapping[str, Any],
-    assignment_group: str,
-    now: datetime,
-) -> dict[str, str]:
-    """The change request's fields for ``action`` on its target."""
-    names = {
-        "type": action.type,
-        "kind": action.kind,
-        "namespace": action.namespace,
-        "name": action.name,
-        "replicas_delta": str(action.replicas_delta),
-    }
-    plans = {
-        key: str(catalog_entry.get(key, generic)).format(**names) for key, generic in GENERIC_PLANS.items()
-    }
-    risk, impact, why = _risk_impact(briefing, bool(catalog_entry.get("reversible", False)))
-    window = float(catalog_entry.get("verify_seconds", 600)) + float(
-        catalog_entry.get("rollback_seconds", 600)
-    )
-    end = datetime.fromtimestamp(now.timestamp() + window, UTC)
-    return {
-        "short_description": f"{action.type} of {action.kind} {action.namespace}/{action.name}",
-        "description": f"{briefing.alert_name}: {summary}",
-        "justification": "; ".join(f"{t.id}: {t.message}" for t in triggers) or "policy decision",
-        **plans,
-        "risk_impact_analysis": why,
-        "risk": risk,
-        "impact": impact,
-        "cmdb_ci": briefing.service,
-        "assignment_group": assignment_group,
-        "start_date": now.strftime(SERVICENOW_TIME),
-        "end_date": end.strftime(SERVICENOW_TIME),
-        "type": "normal",
-    }
-
-
-class ServiceNow:
-    """The Table API: ``POST {url}`` with the record's fields, basic auth, answered 201."""
-
-    def __init__(self, url: str, user: str | None, password: str | None, timeout: float = 5.0) -> None:
-        self.url = url
-        self.session = requests.Session()
-        if user and password:
-            self.session.auth = (user, password)
-        retry = Retry(
-            total=2,
-            backoff_factor=0.3,
-            status_forcelist=(429, 500, 502, 503, 504),
-            allowed_methods=None,
-            raise_on_status=False,
-        )
-        self.session.mount("http://", HTTPAdapter(max_retries=retry))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
-        self.timeout = timeout
-
-    def file(self, fields: Mapping[str, str]) -> tuple[str, str]:
-        """(number, sys_id) of the new change request; raises ChangeSystemUnavailable."""
-        try:
-            response = self.session.post(
-                self.url, json=dict(fields), headers={"Accept": "application/json"}, timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise ChangeSystemUnavailable(f"ServiceNow {self.url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code not in {200, 201}:
-            raise ChangeSystemUnavailable(f"ServiceNow {self.url}: HTTP {response.status_code}")
-        try:
-            result = response.json()["result"]
-            return str(result["number"]), str(result["sys_id"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ChangeSystemUnavailable(f"ServiceNow {self.url}: unexpected answer: {exc}") from exc
-
-    def cancel(self, sys_id: str, note: str) -> None:
-        """Set a filed change request to Canceled, with ``note`` as a work note; raises
-        ChangeSystemUnavailable."""
-        url = f"{self.url}/{sys_id}"
-        try:
-            response = self.session.patch(
-                url,
-                json={"state": CANCELED, "work_notes": note},
-                headers={"Accept": "application/json"},
-                timeout=self.timeout,
-            )
-        except requests.RequestException as exc:
-            raise ChangeSystemUnavailable(f"ServiceNow {url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
-            raise ChangeSystemUnavailable(f"ServiceNow {url}: HTTP {response.status_code}")
-
-    def close(self) -> None:
-        self.session.close()
 
 
 class ChangeDesk:
@@ -221,6 +144,9 @@ class ChangeDesk:
         self.store, self.audit, self.servicenow = store, audit, servicenow
         self.catalog: dict[str, Any] = policy_data(policy_file)["catalog"]
         self.assignment_group, self.clock = assignment_group, clock
+        self._courier = ThreadPoolExecutor(1, thread_name_prefix="pyagent-changes")
+        self._telling = threading.Lock()
+        self._told_soon = False  # a run of file_endings is queued and has not started
 
         def create(db: sqlite3.Connection) -> None:
             db.execute(TABLE)
@@ -319,16 +245,16 @@ class ChangeDesk:
         return ChangeRecord(row[0], decision_id, json.loads(row[1]), row[2], row[3], row[4])
 
     def cancel_for(self, decision_ids: Sequence[str], reason: str) -> None:
-        """Cancel the records of decisions dropped before anything was done under them, here;
-        :meth:`file_cancellations` tells the change system. Each is audited before the store
-        marks it, so a stop in between audits it again at the next start rather than never."""
+        """Cancel the open records of decisions under which nothing was changed, here; the
+        change system is told on the desk's thread. Each is audited before the store marks
+        it, so a stop in between audits it again at the next start rather than never."""
         wanted = list(decision_ids)
 
         def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             marks = ",".join("?" * len(wanted))
             return db.execute(
                 "SELECT id, decision_id, external_number FROM change_records"  # noqa: S608 - placeholders only
-                f" WHERE cancelled_at IS NULL AND decision_id IN ({marks})",
+                f" WHERE {OPEN} AND decision_id IN ({marks})",
                 wanted,
             ).fetchall()
 
@@ -346,33 +272,107 @@ class ChangeDesk:
                 "UPDATE change_records SET cancelled_at = ?, cancel_reason = ? WHERE id = ?", cancelled
             )
         )
+        self.tell_later()
 
-    def file_cancellations(self) -> None:
-        """Set every cancelled record the change system has, and was not yet told of, to
-        Canceled there; one it cannot take now is audited and sent again at the next start."""
+    def conclude(self, decision_id: str, outcome: str, notes: str) -> None:
+        """End the decision's open record, if it has one, after its execution: closed with the
+        outcome's close code (:data:`CLOSE_CODE`) and ``notes``, or cancelled when the
+        execution was ``refused``; any other outcome leaves it as it is. An abort inside a
+        level-3 window comes after the execution was verified: it closes again, as
+        ``unsuccessful``, a record closed ``successful``, and the change system is told again."""
+        if outcome == "refused":
+            self.cancel_for([decision_id], notes)
+            return
+        code = CLOSE_CODE.get(outcome)
+        if code is None:
+            return
+        still = REVERSED if outcome == "aborted" else OPEN
+        found = self.store.read(
+            lambda db: db.execute(
+                f"SELECT id, external_number FROM change_records WHERE {still} AND decision_id = ?",  # noqa: S608 - constants
+                (decision_id,),
+            ).fetchone()
+        )
+        if found is None:
+            return
+        change_id, number = found
+        self.audit.append(
+            "change_record_closed",
+            {
+                "decision_id": decision_id,
+                "change_id": change_id,
+                "number": number,
+                "outcome": outcome,
+                "close_code": code,
+                "close_notes": notes,
+            },
+        )
+        closed = (self.clock(), code, notes, change_id)
+        self.store.transact(
+            lambda db: db.execute(
+                "UPDATE change_records SET closed_at = ?, close_code = ?, close_notes = ?, close_filed = 0"
+                " WHERE id = ?",
+                closed,
+            )
+        )
+        self.tell_later()
+
+    def tell_later(self) -> None:
+        """Tell the change system of the endings it was not yet told of, on the desk's thread.
+        Endings that come while a run is queued are told by that run."""
+        if self.servicenow is None:
+            return
+        with self._telling:
+            if self._told_soon:
+                return
+            self._told_soon = True
+        self._courier.submit(self._tell_logged)
+
+    def _tell_logged(self) -> None:
+        with self._telling:
+            self._told_soon = False
+        try:
+            self.file_endings()
+        except Exception:  # e.g. the store closed: what was not told is told at the next start
+            log.exception("telling the change system of ended records failed")
+
+    def file_endings(self) -> None:
+        """Cancel or close in the change system every record that ended here and that it has
+        and was not yet told of; one it cannot take now is audited and sent again later."""
         if self.servicenow is None:
             return
         rows = self.store.read(
             lambda db: db.execute(
-                "SELECT id, decision_id, external_id, external_number, cancel_reason FROM change_records"
-                " WHERE cancelled_at IS NOT NULL AND external_id IS NOT NULL AND cancel_filed = 0"
+                "SELECT id, decision_id, external_id, external_number, cancelled_at IS NOT NULL,"
+                " cancel_reason, close_code, close_notes FROM change_records WHERE external_id IS NOT NULL"
+                " AND ((cancelled_at IS NOT NULL AND cancel_filed = 0)"
+                " OR (closed_at IS NOT NULL AND close_filed = 0))"
             ).fetchall()
         )
-        for change_id, decision_id, sys_id, number, reason in rows:
+        for change_id, decision_id, sys_id, number, cancelled, reason, code, notes in rows:
             what = {"decision_id": decision_id, "change_id": change_id, "number": number}
+            ending = "cancel" if cancelled else "close"
             try:
-                self.servicenow.cancel(sys_id, f"Cancelled by pyagent: {reason}")
+                if cancelled:
+                    self.servicenow.cancel(sys_id, f"Cancelled by pyagent: {reason}")
+                else:
+                    self.servicenow.close(sys_id, code, notes)
             except ChangeSystemUnavailable as exc:
-                self.audit.append("change_record_cancel_unfiled", {**what, "error": str(exc)})
+                self.audit.append(f"change_record_{ending}_unfiled", {**what, "error": str(exc)})
                 continue
-            self._mark_cancel_filed(change_id)
-            self.audit.append("change_record_cancel_filed", what)
+            self._mark_filed(change_id, ending)
+            self.audit.append(f"change_record_{ending}_filed", what)
 
-    def _mark_cancel_filed(self, change_id: str) -> None:
+    def _mark_filed(self, change_id: str, ending: str) -> None:
         self.store.transact(
-            lambda db: db.execute("UPDATE change_records SET cancel_filed = 1 WHERE id = ?", (change_id,))
+            lambda db: db.execute(
+                f"UPDATE change_records SET {ending}_filed = 1 WHERE id = ?",  # noqa: S608 - cancel or close
+                (change_id,),
+            )
         )
 
     def close(self) -> None:
+        """Finish telling the change system (the caller waits), then let go of it."""
+        self._courier.shutdown(wait=True)
         if self.servicenow is not None:
-            self.servicenow.close()
+            self.servicenow.shutdown()

@@ -10,12 +10,15 @@ decides what is safe:
 - ``rolling_back``: the rollback may be half done; humans are told to check, and the outcome
   is ``verification_failed``.
 - an abort was claimed but not finished: humans are told the rollback is unconfirmed.
+
+Each ends its change record, if it has one, with that outcome (see :mod:`pyagent.changes`).
 """
 
 from __future__ import annotations
 
 import threading
 
+from pyagent.changes import outcome_notes
 from pyagent.dispatch import Attempt, Hands, conclude, learn
 from pyagent.ledger import Execution
 
@@ -36,6 +39,7 @@ def recover(hands: Hands) -> list[threading.Thread]:
                 hands, attempt, "the abort's rollback was interrupted by an agent restart; check the target"
             )
             hands.ledger.abort_done(execution.decision_id, rolled_back=False)
+            _end(hands, attempt, "aborted", "its rollback was interrupted by a restart; check the target")
         elif execution.state == "executed" and execution.change is not None:
             thread = threading.Thread(
                 target=_resume,
@@ -48,6 +52,7 @@ def recover(hands: Hands) -> list[threading.Thread]:
             hands.ledger.move(execution.decision_id, "verification_failed", from_states=("rolling_back",))
             _tell(hands, attempt, "the rollback was interrupted by an agent restart; check the target")
             learn(hands, execution.history_action_id, "verification_failed", simulated=False)
+            _end(hands, attempt, "verification_failed", "its rollback was interrupted by a restart")
         else:
             hands.ledger.move(execution.decision_id, "error", from_states=("started",))
             _tell(
@@ -56,6 +61,7 @@ def recover(hands: Hands) -> list[threading.Thread]:
                 "the agent stopped while executing: whether the change reached the target is unknown;"
                 " it is not sent again, check the target",
             )
+            _end(hands, attempt, "error", "the agent stopped while executing; check the target")
     return resumed
 
 
@@ -69,7 +75,14 @@ def _resume(hands: Hands, attempt: Attempt, execution: Execution) -> None:
         if refusal is not None:
             _tell(hands, attempt, f"verification not resumed: {refusal}")
             return
-        conclude(hands, attempt, execution.change, cancelled)
+        outcome = conclude(hands, attempt, execution.change, cancelled)
+    if outcome != "aborted":  # an abort ends the record itself
+        _end(hands, attempt, outcome, "verified after a restart")
+
+
+def _end(hands: Hands, attempt: Attempt, outcome: str, detail: str) -> None:
+    notes = outcome_notes(attempt.decision_id, attempt.action, outcome, detail)
+    hands.changes.conclude(attempt.decision_id, outcome, notes)
 
 
 def _tell(hands: Hands, attempt: Attempt, detail: str) -> None:

@@ -27,7 +27,7 @@ from pyagent.access import Access, Identity, asset_classes
 from pyagent.alerts import Alert
 from pyagent.approvals import Approval, Approvals, Ask, Request, plan_hash
 from pyagent.briefing import Briefing
-from pyagent.changes import ChangeDesk, ChangeRecord
+from pyagent.changes import ChangeDesk, ChangeRecord, outcome_notes
 from pyagent.context import Sources, gather
 from pyagent.dispatch import Case
 from pyagent.errors import ChangeSystemUnavailable, HistoryError, NotAuthorised
@@ -171,6 +171,9 @@ class Supervisor:
             self._pool.submit(self._run_approved, decided.id)
         else:
             self._learn_rejection(decided)
+            self.changes.cancel_for(
+                [decided.decision_id], f"the approval was rejected by {identity.name} via {identity.via}"
+            )
         return decided
 
     def _learn_rejection(self, approval: Approval) -> None:
@@ -218,6 +221,7 @@ class Supervisor:
             },
         )
         self.outbox.wake()
+        self.changes.cancel_for([expired.decision_id], "the approval expired unanswered; on-call was paged")
 
     def _expiry_notices(self, expired: Approval, label: str | None) -> list[Notice]:
         return [*self.messages.approval_closed(expired, label), *self.messages.escalation(expired, "timeout")]
@@ -285,6 +289,12 @@ class Supervisor:
                 "level": 2,
             },
         )
+        approver = approval.decided_by.name if approval.decided_by else "a human"
+        self.changes.conclude(
+            approval.decision_id,
+            outcome,
+            outcome_notes(approval.decision_id, case.action, outcome, f"approved by {approver}"),
+        )
 
     def _recheck(self, approval: Approval) -> Case:
         """The approved case as it stands now: context gathered again, OPA asked again (audited)."""
@@ -310,7 +320,13 @@ class Supervisor:
         return Case(alert, approval.decision_id, verdict, action, summary, briefing, approval.alert_id)
 
     def _blocked(self, approval: Approval, reason: str, message: str) -> None:
+        """An approved action not executed, and why; its change record is cancelled, but for
+        one interrupted by a stop, whose execution's outcome ends the record at the start."""
         self.approvals.finish_execution(approval.id, f"blocked: {reason}")
+        if reason != "interrupted":
+            self.changes.cancel_for(
+                [approval.decision_id], f"approved but not executed ({reason}): {message}"
+            )
         self.audit.append(
             "approval_not_executed",
             {

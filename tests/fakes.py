@@ -351,7 +351,8 @@ class FakePagerDuty(_Recorder):
 class FakeServiceNow(_Recorder):
     """ServiceNow's Table API for change requests, with basic auth: a POST creates one (201
     with ``result.number`` and ``result.sys_id``, state -5 New); a PATCH of
-    ``.../change_request/{sys_id}`` updates its fields (200), 404 for an unknown sys_id."""
+    ``.../change_request/{sys_id}`` updates its fields (200), 404 for an unknown sys_id, or
+    answers ``updates_refused_with`` while that is set (503: the instance is unavailable)."""
 
     USER, PASSWORD = "pyagent", "servicenow-secret"
     PATH = "/api/now/table/change_request"
@@ -360,6 +361,7 @@ class FakeServiceNow(_Recorder):
         super().__init__()
         self._number = 30000
         self.changes: dict[str, dict[str, Any]] = {}  # by sys_id, as they stand now
+        self.updates_refused_with: int | None = None
 
     @property
     def url(self) -> str:
@@ -370,6 +372,8 @@ class FakeServiceNow(_Recorder):
         if request.headers.get("authorization") != expected:
             return 401, {"error": {"message": "User Not Authenticated"}, "status": "failure"}
         if request.method == "PATCH":
+            if self.updates_refused_with is not None:
+                return self.updates_refused_with, {"error": {"message": "unavailable"}, "status": "failure"}
             sys_id = request.path.removeprefix(self.PATH + "/")
             if sys_id not in self.changes:
                 return 404, {"error": {"message": "No Record found"}, "status": "failure"}

@@ -114,11 +114,16 @@ def test_level_3_abort_inside_the_window_rolls_back(
     world.deployment("web")
     template = world.read("web")["spec"]["template"]
     the_case = _case(opa, example_input, world, hands_kit, 3)
+    changes = hands_kit.hands.changes
+    changes.open(the_case.decision_id, the_case.action, (), the_case.briefing, the_case.summary)
     with RolloutController(world).running():
         assert "success" == execute_action(the_case, hands_kit.hands)
+    changes.conclude(the_case.decision_id, "success", "verified")  # as the agent's execution thread does
     hands_kit.clock.advance(899)
     result = abort(the_case.decision_id, "alice", "test", hands_kit.hands)
     assert result.rolled_back
+    closings = [r["close_code"] for r in records(hands_kit.state, "change_record_closed")]
+    assert ["successful", "unsuccessful"] == closings  # the abort closes the record again
     assert template == world.read("web")["spec"]["template"]
     assert ["executed_abort_window", "aborted"] == hands_kit.notifications()
     steps = hands_kit.steps(the_case.decision_id)
@@ -273,7 +278,8 @@ def test_an_executor_error_is_not_retried(
 def test_an_agent_restart_resumes_verification_and_never_resends(
     opa: OpaClient, example_input: dict[str, Any], world: World, tmp_path: Path
 ) -> None:
-    """The agent stopped after one change was made (verifying) and during another's execute."""
+    """The agent stopped after one change was made (verifying) and during another's execute;
+    each ends its change record with its outcome."""
     world.deployment("web")
     world.deployment("api")
     before = kit(tmp_path / "agent", world.executor())
@@ -281,6 +287,8 @@ def test_an_agent_restart_resumes_verification_and_never_resends(
     executing = replace(
         verifying, decision_id=str(uuid.uuid4()), action=replace(verifying.action, name="api")
     )
+    for each in (verifying, executing):
+        before.hands.changes.open(each.decision_id, each.action, (), each.briefing, each.summary)
     ledger = before.hands.ledger
     assert ledger.begin(verifying.decision_id, verifying.action, 4)
     change = before.hands.executor.execute(verifying.action, verifying.decision_id)
@@ -298,6 +306,13 @@ def test_an_agent_restart_resumes_verification_and_never_resends(
     assert generations == (_generation(world, "web"), _generation(world, "api"))
     assert ["execution_interrupted"] == after.notifications()
     assert ["verification_resumed", "verified"] == after.steps(verifying.decision_id)[-2:]
+    closed = {r["decision_id"]: r for r in records(after.state, "change_record_closed")}
+    assert "successful" == closed[verifying.decision_id]["close_code"]
+    assert ("error", "unsuccessful") == (
+        closed[executing.decision_id]["outcome"],
+        closed[executing.decision_id]["close_code"],
+    )
+    assert "check the target" in closed[executing.decision_id]["close_notes"]
 
 
 def test_kill_switch_leaves_a_human_approved_action_alone(

@@ -1,0 +1,167 @@
+"""Every change record ends: closed with the outcome of the change made under it, or cancelled
+when nothing was changed; ServiceNow is told, and told again later when it cannot take it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from pyagent.app import running_agent
+from pyagent.audit import AuditLog
+from pyagent.changes import ChangeDesk, outcome_notes
+from pyagent.contract import Trigger
+from pyagent.executors import ProposedAction
+from pyagent.opa import default_policy_dir
+from pyagent.servicenow import ServiceNow
+from pyagent.store import Store
+from tests.execution_kit import briefing
+from tests.fakes import FakeServiceNow
+from tests.humans import (
+    Saas,
+    api,
+    audit_records,
+    humans_settings,
+    pending_approval,
+    policy_with_timeout,
+    saas,
+    served,
+    wait_until,
+)
+from tests.serving import example, post
+
+REGULATED = Trigger("regulated_asset", 2, "the target is a regulated asset (frameworks: pci-dss)")
+
+
+def _settings(state: Path, fakes: Saas, **overrides: Any) -> Any:
+    return humans_settings(
+        state,
+        fakes,
+        servicenow_url=fakes.servicenow.url,
+        servicenow_user=FakeServiceNow.USER,
+        servicenow_password=FakeServiceNow.PASSWORD,
+        **overrides,
+    )
+
+
+def _ending(state: Path) -> list[tuple[Any, ...]]:
+    """(cancel reason, cancel told, close code, close notes, close told) of each record."""
+    with sqlite3.connect(state / "agent.db") as db:
+        return db.execute(
+            "SELECT cancel_reason, cancel_filed, close_code, close_notes, close_filed FROM change_records"
+        ).fetchall()
+
+
+def _answer(url: str, verdict: str, who: str = "alice") -> dict[str, Any]:
+    """The regulated example's approval, once pending, answered ``verdict`` by ``who``."""
+    approval = pending_approval(url)
+    seen = {"plan_hash": approval["plan_hash"]}
+    answer = api(url, who).post(f"{url}/api/approvals/{approval['id']}/{verdict}", json=seen, timeout=10)
+    assert 200 == answer.status_code, answer.text
+    return approval
+
+
+def test_a_verified_change_closes_its_record_successful_in_servicenow(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes, served(_settings(state, fakes)) as (url, _):
+        post(url, example("regulated-pci"))
+        _answer(url, "approve")
+        assert wait_until(lambda: audit_records(state, "change_record_close_filed"))
+        [(sys_id, change)] = fakes.servicenow.changes.items()
+    [outcome] = [r for r in audit_records(state, "outcome") if r.get("approval_id")]
+    [closed] = audit_records(state, "change_record_closed")
+    [told] = audit_records(state, "change_record_close_filed")
+    assert "success" == outcome["outcome"] == closed["outcome"]
+    assert ("3", "successful") == (change["state"], change["close_code"])  # Closed
+    assert change["close_notes"] == closed["close_notes"]
+    assert "by pyagent: success (approved by alice)" in change["close_notes"]
+    assert outcome["decision_id"] in change["close_notes"]
+    assert (closed["change_id"], change["number"]) == (told["change_id"], closed["number"])
+    assert outcome["seq"] < closed["seq"] < told["seq"]
+    assert [(None, 0, "successful", closed["close_notes"], 1)] == _ending(state)
+    assert sys_id == change["sys_id"]
+
+
+def test_a_rejected_approval_cancels_its_record_in_servicenow(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes, served(_settings(state, fakes)) as (url, _):
+        post(url, example("regulated-pci"))
+        _answer(url, "reject")
+        assert wait_until(lambda: audit_records(state, "change_record_cancel_filed"))
+        [change] = fakes.servicenow.changes.values()
+    [cancelled] = audit_records(state, "change_record_cancelled")
+    assert "4" == change["state"]  # Canceled
+    assert "Cancelled by pyagent: the approval was rejected by alice via api" == change["work_notes"]
+    assert [(cancelled["reason"], 1, None, None, 0)] == _ending(state)
+    assert [] == [r for r in audit_records(state, "action_step") if r["step"] == "executed"]
+
+
+def test_an_expired_approval_cancels_its_record(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    policy = policy_with_timeout(tmp_path, 1)
+    with saas() as fakes, served(_settings(state, fakes, policy_dir=policy)) as (url, _):
+        post(url, example("regulated-pci"))
+        assert wait_until(lambda: audit_records(state, "change_record_cancel_filed"))
+        [change] = fakes.servicenow.changes.values()
+    [expired] = audit_records(state, "approval_expired")
+    [cancelled] = audit_records(state, "change_record_cancelled")
+    assert expired["decision_id"] == cancelled["decision_id"]
+    assert "4" == change["state"]
+    assert "expired unanswered" in change["work_notes"]
+
+
+def test_a_closing_servicenow_cannot_take_is_sent_at_the_next_start(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with saas() as fakes:
+        settings = _settings(state, fakes)
+        with served(settings) as (url, _):
+            post(url, example("regulated-pci"))
+            pending_approval(url)
+            fakes.servicenow.updates_refused_with = 503  # filed, then the instance is unavailable
+            _answer(url, "approve")
+            assert wait_until(lambda: audit_records(state, "change_record_close_unfiled"))
+        [change] = fakes.servicenow.changes.values()
+        assert "-5" == change["state"]
+        assert 0 == _ending(state)[0][4]
+        fakes.servicenow.updates_refused_with = None
+        with running_agent(settings) as running:
+            assert running.agent.drain(30)
+        [change] = fakes.servicenow.changes.values()
+    assert ("3", "successful") == (change["state"], change["close_code"])
+    assert 1 == len(audit_records(state, "change_record_closed"))
+    assert 1 == len(audit_records(state, "change_record_close_filed"))
+    assert 1 == _ending(state)[0][4]
+
+
+def test_an_execution_ends_its_record_by_outcome_once(tmp_path: Path, example_input: dict[str, Any]) -> None:
+    """Outcomes of a change made: closed, successful or not; refused: cancelled; an outcome
+    that is no ending (a duplicate execution) and a second ending change nothing."""
+    store, audit = Store(tmp_path / "agent.db"), AuditLog(tmp_path / "audit.jsonl", "test")
+    action = ProposedAction.from_policy_input(example_input)
+    with saas() as fakes:
+        client = ServiceNow(fakes.servicenow.url, FakeServiceNow.USER, FakeServiceNow.PASSWORD)
+        desk = ChangeDesk(store, audit, default_policy_dir() / "escalation" / "policy.json", client)
+        try:
+            for decision_id in ("ok", "undone", "refused", "twice"):
+                desk.open(decision_id, action, (REGULATED,), briefing(example_input), "a summary")
+            desk.conclude("ok", "success", outcome_notes("ok", action, "success"))
+            desk.conclude("undone", "rolled_back", "verification failed; rolled back")
+            desk.conclude("refused", "refused", "the target is busy")
+            desk.conclude("twice", "duplicate", "executed before")
+            desk.conclude("twice", "error", "the executor failed")
+            desk.conclude("twice", "success", "a second ending")
+        finally:
+            desk.close()  # waits for ServiceNow to be told
+            audit.close()
+            store.close()
+        states = {c["short_description"] + c["sys_id"]: c for c in fakes.servicenow.changes.values()}
+    by_decision = {r["decision_id"]: r for r in audit_records(tmp_path, "change_record_closed")}
+    assert {"ok": "successful", "undone": "unsuccessful", "twice": "unsuccessful"} == {
+        d: r["close_code"] for d, r in by_decision.items()
+    }
+    [cancelled] = audit_records(tmp_path, "change_record_cancelled")
+    assert ("refused", "the target is busy") == (cancelled["decision_id"], cancelled["reason"])
+    assert sorted(["3", "3", "3", "4"]) == sorted(c["state"] for c in states.values())
+    assert 4 == len(audit_records(tmp_path, "change_record_close_filed")) + len(
+        audit_records(tmp_path, "change_record_cancel_filed")
+    )
