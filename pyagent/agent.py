@@ -14,6 +14,7 @@ is dropped, and audited as such. Gathering and asking OPA for a batch is
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -30,7 +31,7 @@ from pyagent.briefing import Briefing
 from pyagent.changes import outcome_notes
 from pyagent.context import Sources
 from pyagent.deciding import Arriving, Decided, Decider, Item, Prepared, count_failure, label
-from pyagent.dispatch import Case, Hands, dispatch_many
+from pyagent.dispatch import Case, Hands, dispatch_many, opens_change_record
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
 from pyagent.metrics import Metrics
@@ -233,17 +234,20 @@ class Agent:
         for ready, _ in decided:
             if ready.stored.id not in recorded:  # failed, or decided by another worker: never executed
                 self._in_flight.done(ready.stored.id)
-        executing = [(c, p) for c, p in cases if c.autonomous]
-        for case, history_problem in executing:
+        # an execution, or a change record filed with the change system, waits on the network:
+        # on the execution threads, a slow target or ServiceNow delays no other alert's decision
+        waits = [c.autonomous or opens_change_record(c.verdict.decision) for c, _ in cases]
+        for case, history_problem in itertools.compress(cases, waits):
             self._busy_more(1)
             self._to_execute.put((case, history_problem))
-        telling = [(c, p) for c, p in cases if not c.autonomous]
+        telling = [each for each, waiting in zip(cases, waits, strict=True) if not waiting]
         done = dispatch_many([case for case, _ in telling], self.hands)
         self._audit_outcomes(list(zip(telling, done, strict=True)))
 
     def _execute(self) -> None:
-        """Carry out level-3 and level-4 cases one at a time; executions record their own
-        outcome in history, and the audit gets the outcome record when it is known."""
+        """Carry out level-3 and level-4 cases, and the cases that file a change record, one
+        at a time; executions record their own outcome in history, and the audit gets the
+        outcome record when it is known."""
         while (item := self._to_execute.get()) is not None:
             case, history_problem = item
             try:

@@ -149,10 +149,15 @@ def dispatch_many(cases: list[Case], hands: Hands) -> list[str | Exception]:
     return [outcomes[index] for index in range(len(cases))]
 
 
+def opens_change_record(decision: Decision) -> bool:
+    """Whether dispatch opens a change record (filed when a change system is set) for it."""
+    return decision.change_record_required and decision.level >= 2
+
+
 def _change_record(case: Case, hands: Hands) -> ChangeRecord | None:
     """The change record, opened (and audited) before anything else when the decision needs one."""
     decision = case.verdict.decision
-    if not (decision.change_record_required and decision.level >= 2):
+    if not opens_change_record(decision):
         return None
     change = hands.changes.open(case.decision_id, case.action, decision.triggers, case.briefing, case.summary)
     _step(hands, case, "change_record", change_id=change.id, state=change.state, error=change.last_error)

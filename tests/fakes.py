@@ -352,7 +352,9 @@ class FakeServiceNow(_Recorder):
     """ServiceNow's Table API for change requests, with basic auth: a POST creates one (201
     with ``result.number`` and ``result.sys_id``, state -5 New); a PATCH of
     ``.../change_request/{sys_id}`` updates its fields (200), 404 for an unknown sys_id, or
-    answers ``updates_refused_with`` while that is set (503: the instance is unavailable)."""
+    answers ``updates_refused_with`` while that is set (503: the instance is unavailable).
+    While ``filing_held`` is set, a POST is answered only once that event is set (a slow
+    instance), and ``filing_arrived`` tells that one came."""
 
     USER, PASSWORD = "pyagent", "servicenow-secret"
     PATH = "/api/now/table/change_request"
@@ -362,6 +364,8 @@ class FakeServiceNow(_Recorder):
         self._number = 30000
         self.changes: dict[str, dict[str, Any]] = {}  # by sys_id, as they stand now
         self.updates_refused_with: int | None = None
+        self.filing_held: threading.Event | None = None
+        self.filing_arrived = threading.Event()
 
     @property
     def url(self) -> str:
@@ -379,6 +383,9 @@ class FakeServiceNow(_Recorder):
                 return 404, {"error": {"message": "No Record found"}, "status": "failure"}
             self.changes[sys_id].update(request.json())
             return 200, {"result": self.changes[sys_id]}
+        if self.filing_held is not None:
+            self.filing_arrived.set()
+            self.filing_held.wait(30)
         self._number += 1
         sys_id = f"{self._number:032x}"
         self.changes[sys_id] = {

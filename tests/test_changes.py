@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,3 +237,32 @@ def test_a_store_from_before_cancellations_is_brought_up_to_date(
         _restart(state, fakes, None)
     assert [change_id] == [c for c, *_ in _cancelled(state)]
     assert decision_id == audit_records(state, "change_record_cancelled")[0]["decision_id"]
+
+
+def test_a_slow_change_system_holds_up_no_other_alerts_decision(tmp_path: Path) -> None:
+    """The regulated alert's record is being filed with a ServiceNow that does not answer yet;
+    an alert that came after it is decided and its context posted meanwhile."""
+    state = tmp_path / "state"
+    with saas() as fakes:
+        held = fakes.servicenow.filing_held = threading.Event()
+        try:
+            with served(humans_settings(state, fakes, **_servicenow(fakes.servicenow.url))) as (url, _):
+                post(url, example("regulated-pci"))
+                assert fakes.servicenow.filing_arrived.wait(30)
+                post(url, example("level-1-novel-pattern"))
+                assert wait_until(
+                    lambda: [r for r in audit_records(state, "action_step") if r["step"] == "context_posted"]
+                )
+                filing_ended = audit_records(state, "change_record_filed") + audit_records(
+                    state, "change_record_unfiled"
+                )
+                held.set()
+                approval = pending_approval(url)
+                shown = api(url, "alice").get(f"{url}/api/approvals/{approval['id']}", timeout=10).json()
+        finally:
+            held.set()
+    assert [] == filing_ended  # the level-1 alert was decided while the filing waited
+    assert ("filed", "CHG0030001") == (
+        shown["change_record"]["state"],
+        shown["change_record"]["external_number"],
+    )
