@@ -83,6 +83,9 @@ CLOSE_CODE = {
     "aborted": "unsuccessful",
     "error": "unsuccessful",
 }
+# how long closing the desk waits for the change system to be told what ended; the rest is
+# told at the next start
+CLOSE_WAIT_SECONDS = 10.0
 # a record still open: neither cancelled nor closed
 OPEN = "cancelled_at IS NULL AND closed_at IS NULL"
 # a record an abort ends: open, or closed as successful before the abort undid the change
@@ -147,6 +150,7 @@ class ChangeDesk:
         self._courier = ThreadPoolExecutor(1, thread_name_prefix="pyagent-changes")
         self._telling = threading.Lock()
         self._told_soon = False  # a run of file_endings is queued and has not started
+        self._closing = threading.Event()
 
         def create(db: sqlite3.Connection) -> None:
             db.execute(TABLE)
@@ -320,13 +324,16 @@ class ChangeDesk:
     def tell_later(self) -> None:
         """Tell the change system of the endings it was not yet told of, on the desk's thread.
         Endings that come while a run is queued are told by that run."""
-        if self.servicenow is None:
+        if self.servicenow is None or self._closing.is_set():
             return
         with self._telling:
             if self._told_soon:
                 return
             self._told_soon = True
-        self._courier.submit(self._tell_logged)
+        try:
+            self._courier.submit(self._tell_logged)
+        except RuntimeError:  # closed meanwhile: told at the next start
+            log.info("the change desk is closed; ended records are told at the next start")
 
     def _tell_logged(self) -> None:
         with self._telling:
@@ -350,6 +357,8 @@ class ChangeDesk:
             ).fetchall()
         )
         for change_id, decision_id, sys_id, number, cancelled, reason, code, notes in rows:
+            if self._closing.is_set():
+                return  # the rest at the next start
             what = {"decision_id": decision_id, "change_id": change_id, "number": number}
             ending = "cancel" if cancelled else "close"
             try:
@@ -372,7 +381,13 @@ class ChangeDesk:
         )
 
     def close(self) -> None:
-        """Finish telling the change system (the caller waits), then let go of it."""
-        self._courier.shutdown(wait=True)
+        """Finish telling the change system what ended, waiting up to :data:`CLOSE_WAIT_SECONDS`
+        and then for the request under way, if any; then let go of it."""
+        try:
+            self._courier.submit(lambda: None).result(timeout=CLOSE_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("the change system was not told of every ended record; the rest at the next start")
+        self._closing.set()
+        self._courier.shutdown(wait=True, cancel_futures=True)
         if self.servicenow is not None:
             self.servicenow.shutdown()
