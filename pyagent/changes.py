@@ -135,7 +135,7 @@ def outcome_notes(decision_id: str, action: ProposedAction, outcome: str, detail
 class ChangeDesk:
     """Builds, stores, audits and files change records."""
 
-    def __init__(  # noqa: PLR0913, PLR0917 - the record's homes and the clock
+    def __init__(  # noqa: PLR0913, PLR0917 - the record's homes, the clock, the wait at close
         self,
         store: Store,
         audit: Auditor,
@@ -143,10 +143,11 @@ class ChangeDesk:
         servicenow: ServiceNow | None = None,
         assignment_group: str = "sre",
         clock: Callable[[], float] = time.time,
+        close_wait: float = CLOSE_WAIT_SECONDS,
     ) -> None:
         self.store, self.audit, self.servicenow = store, audit, servicenow
         self.catalog: dict[str, Any] = policy_data(policy_file)["catalog"]
-        self.assignment_group, self.clock = assignment_group, clock
+        self.assignment_group, self.clock, self.close_wait = assignment_group, clock, close_wait
         self._courier = ThreadPoolExecutor(1, thread_name_prefix="pyagent-changes")
         self._telling = threading.Lock()
         self._told_soon = False  # a run of file_endings is queued and has not started
@@ -381,10 +382,10 @@ class ChangeDesk:
         )
 
     def close(self) -> None:
-        """Finish telling the change system what ended, waiting up to :data:`CLOSE_WAIT_SECONDS`
+        """Finish telling the change system what ended, waiting up to ``close_wait`` seconds
         and then for the request under way, if any; then let go of it."""
         try:
-            self._courier.submit(lambda: None).result(timeout=CLOSE_WAIT_SECONDS)
+            self._courier.submit(lambda: None).result(timeout=self.close_wait)
         except TimeoutError:
             log.warning("the change system was not told of every ended record; the rest at the next start")
         self._closing.set()

@@ -354,7 +354,8 @@ class FakeServiceNow(_Recorder):
     ``.../change_request/{sys_id}`` updates its fields (200), 404 for an unknown sys_id, or
     answers ``updates_refused_with`` while that is set (503: the instance is unavailable).
     While ``filing_held`` is set, a POST is answered only once that event is set (a slow
-    instance), and ``filing_arrived`` tells that one came."""
+    instance), and ``filing_arrived`` tells that one came; the same for a PATCH with
+    ``updates_held``, counting each in ``updates_arrived``."""
 
     USER, PASSWORD = "pyagent", "servicenow-secret"
     PATH = "/api/now/table/change_request"
@@ -366,6 +367,8 @@ class FakeServiceNow(_Recorder):
         self.updates_refused_with: int | None = None
         self.filing_held: threading.Event | None = None
         self.filing_arrived = threading.Event()
+        self.updates_held: threading.Event | None = None
+        self.updates_arrived: list[str] = []  # the sys_id of each PATCH held
 
     @property
     def url(self) -> str:
@@ -379,6 +382,9 @@ class FakeServiceNow(_Recorder):
             if self.updates_refused_with is not None:
                 return self.updates_refused_with, {"error": {"message": "unavailable"}, "status": "failure"}
             sys_id = request.path.removeprefix(self.PATH + "/")
+            if self.updates_held is not None:
+                self.updates_arrived.append(sys_id)
+                self.updates_held.wait(30)
             if sys_id not in self.changes:
                 return 404, {"error": {"message": "No Record found"}, "status": "failure"}
             self.changes[sys_id].update(request.json())

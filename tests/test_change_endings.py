@@ -4,6 +4,7 @@ when nothing was changed; ServiceNow is told, and told again later when it canno
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,35 @@ def test_an_execution_ends_its_record_by_outcome_once(tmp_path: Path, example_in
     assert 4 == len(audit_records(tmp_path, "change_record_close_filed")) + len(
         audit_records(tmp_path, "change_record_cancel_filed")
     )
+
+
+def test_closing_the_desk_does_not_wait_for_a_hung_servicenow(
+    tmp_path: Path, example_input: dict[str, Any]
+) -> None:
+    """ServiceNow takes the filings, then hangs: closing the desk waits for the record being
+    told, not for the other, which the next start tells."""
+    store, audit = Store(tmp_path / "agent.db"), AuditLog(tmp_path / "audit.jsonl", "test")
+    action = ProposedAction.from_policy_input(example_input)
+    policy = default_policy_dir() / "escalation" / "policy.json"
+    with saas() as fakes:
+        held = fakes.servicenow.updates_held = threading.Event()
+        try:
+            slow = ServiceNow(fakes.servicenow.url, FakeServiceNow.USER, FakeServiceNow.PASSWORD, timeout=0.5)
+            desk = ChangeDesk(store, audit, policy, slow, close_wait=0.2)
+            for decision_id in ("first", "second"):
+                desk.open(decision_id, action, (REGULATED,), briefing(example_input), "a summary")
+                desk.conclude(decision_id, "success", "verified")
+            desk.close()
+            tried = set(fakes.servicenow.updates_arrived)
+        finally:
+            held.set()
+        assert 1 == len(tried)  # the first record's PATCH (and its retries), not the second's
+        assert [0, 0] == [row[4] for row in _ending(tmp_path)]
+        client = ServiceNow(fakes.servicenow.url, FakeServiceNow.USER, FakeServiceNow.PASSWORD)
+        later = ChangeDesk(store, audit, policy, client)
+        later.file_endings()  # as the next start does
+        later.close()
+        assert ["3", "3"] == [c["state"] for c in fakes.servicenow.changes.values()]
+    assert [1, 1] == [row[4] for row in _ending(tmp_path)]
+    audit.close()
+    store.close()
