@@ -17,9 +17,9 @@ change system is told:
   verified, ``unsuccessful`` when it failed, was rolled back or aborted, or ended unknown
   after a restart (ServiceNow's state Closed, 3, with ``close_code`` and ``close_notes``);
 - **cancelled** when nothing was changed under it: its approval was rejected or expired,
-  the approved action was not executed (the policy or the plan changed, the guardrails
-  refused it), or its decision was dropped at a restart and decided anew (state Canceled,
-  4, with a work note saying why).
+  the action was not executed (the policy or the plan changed, the guardrails refused it,
+  the record could not be filed, the agent stopped before sending it), or its decision was
+  dropped at a restart and decided anew (state Canceled, 4, with a work note saying why).
 
 The change system is told on the desk's own thread, so no caller waits for it; an ending it
 cannot take is audited and sent again with the next ending and at the next start.

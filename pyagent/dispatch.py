@@ -209,9 +209,11 @@ def _act(case: Case, hands: Hands, change: ChangeRecord | None) -> str:
         hands.notifier.notify("context", case.summary, _details(case))
         _step(hands, case, "context_posted")
         return "context_posted"
-    if change is not None and not change.executable:
+    if change is not None and not change.executable:  # never executed later: the record ends here
         _step(hands, case, "not_executed", reason="change_system_unavailable", error=change.last_error)
         hands.notifier.notify("not_executed", case.summary, _details(case, detail=change.last_error))
+        why = f"not executed: the change system failed: {change.last_error}"
+        hands.changes.cancel_for([case.decision_id], why)
         return "blocked"
     return execute_action(case, hands)
 

@@ -32,6 +32,7 @@ from pyagent.context import Sources, gather
 from pyagent.dispatch import Case
 from pyagent.errors import ChangeSystemUnavailable, HistoryError, NotAuthorised
 from pyagent.executors import ProposedAction
+from pyagent.ledger import Ledger
 from pyagent.notifiers.messages import Messages
 from pyagent.notifiers.outbox import Failure, Notice, Outbox
 from pyagent.opa import OpaClient
@@ -320,13 +321,16 @@ class Supervisor:
         return Case(alert, approval.decision_id, verdict, action, summary, briefing, approval.alert_id)
 
     def _blocked(self, approval: Approval, reason: str, message: str) -> None:
-        """An approved action not executed, and why; its change record is cancelled, but for
-        one interrupted by a stop, whose execution's outcome ends the record at the start."""
+        """An approved action not executed, and why; its change record is cancelled. One a
+        stop interrupted after the action was sent (the ledger has it) is ended by that
+        execution's recovery, with its outcome."""
         self.approvals.finish_execution(approval.id, f"blocked: {reason}")
         if reason != "interrupted":
-            self.changes.cancel_for(
-                [approval.decision_id], f"approved but not executed ({reason}): {message}"
-            )
+            why = f"approved but not executed ({reason}): {message}"
+            self.changes.cancel_for([approval.decision_id], why)
+        elif Ledger(self.store).get(approval.decision_id) is None:
+            why = "the agent stopped before the approved action was sent; nothing was changed"
+            self.changes.cancel_for([approval.decision_id], why)
         self.audit.append(
             "approval_not_executed",
             {

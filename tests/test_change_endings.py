@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,13 @@ from pyagent.app import running_agent
 from pyagent.audit import AuditLog
 from pyagent.changes import ChangeDesk, outcome_notes
 from pyagent.contract import Trigger
+from pyagent.dispatch import dispatch_many
 from pyagent.executors import ProposedAction
-from pyagent.opa import default_policy_dir
+from pyagent.executors.dryrun import DryRunExecutor
+from pyagent.opa import OpaClient, default_policy_dir, free_port
 from pyagent.servicenow import ServiceNow
 from pyagent.store import Store
-from tests.execution_kit import briefing
+from tests.execution_kit import briefing, case, kit
 from tests.fakes import FakeServiceNow
 from tests.humans import (
     Saas,
@@ -200,3 +203,54 @@ def test_closing_the_desk_does_not_wait_for_a_hung_servicenow(
     assert [1, 1] == [row[4] for row in _ending(tmp_path)]
     audit.close()
     store.close()
+
+
+def test_an_approval_stopped_before_its_action_was_sent_cancels_its_record(tmp_path: Path) -> None:
+    """The agent stopped after claiming an approved execution and before sending anything
+    (no ledger row): at the start nothing is executed, and the record is cancelled."""
+    state = tmp_path / "state"
+    with saas() as fakes:
+        settings = _settings(state, fakes)
+        with served(settings) as (url, _):
+            post(url, example("regulated-pci"))
+            approval = pending_approval(url)
+        with sqlite3.connect(state / "agent.db") as db:  # as a stop right after the claim leaves it
+            db.execute(
+                "UPDATE approvals SET state = 'approved', execution = 'running' WHERE id = ?",
+                (approval["id"],),
+            )
+        with running_agent(settings) as running:
+            assert running.agent.drain(30)
+        [change] = fakes.servicenow.changes.values()
+    [blocked] = audit_records(state, "approval_not_executed")
+    [cancelled] = audit_records(state, "change_record_cancelled")
+    assert "interrupted" == blocked["reason"]
+    assert "before the approved action was sent" in cancelled["reason"]
+    assert "4" == change["state"]
+    assert [] == [r for r in audit_records(state, "action_step") if r["step"] == "execute"]
+
+
+def test_an_autonomous_action_whose_record_cannot_be_filed_cancels_it(
+    tmp_path: Path, example_input: dict[str, Any], opa: OpaClient
+) -> None:
+    """A level-4 decision that needs a change record (none does under the shipped policy)
+    with the change system down: not executed, and the record ends cancelled."""
+    hands_kit = kit(tmp_path, DryRunExecutor())
+    down = ServiceNow(f"http://127.0.0.1:{free_port()}{FakeServiceNow.PATH}", None, None, timeout=0.5)
+    policy = default_policy_dir() / "escalation" / "policy.json"
+    hands = replace(
+        hands_kit.hands, changes=ChangeDesk(hands_kit.hands.store, hands_kit.hands.audit, policy, down)
+    )
+    level_4 = case(opa, example_input, hands_kit.history, 4)
+    decision = replace(level_4.verdict.decision, change_record_required=True)
+    try:
+        assert ["blocked"] == dispatch_many(
+            [replace(level_4, verdict=replace(level_4.verdict, decision=decision))], hands
+        )
+    finally:
+        hands.changes.close()
+        hands_kit.close()
+    [cancelled] = audit_records(tmp_path, "change_record_cancelled")
+    assert "the change system failed" in cancelled["reason"]
+    assert "not_executed" in hands_kit.steps(level_4.decision_id)
+    assert "execute" not in hands_kit.steps(level_4.decision_id)
