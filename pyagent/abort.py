@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pyagent.changes import outcome_notes
 from pyagent.dispatch import Hands, audit_step, learn, roll_back
 from pyagent.executors import StepResult
+from pyagent.servicenow import outcome_notes
 
 STOP_WAIT_SECONDS = 60.0
 

@@ -28,7 +28,6 @@ from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
 from pyagent.batching import take_batch
 from pyagent.briefing import Briefing
-from pyagent.changes import outcome_notes
 from pyagent.context import Sources
 from pyagent.deciding import Arriving, Decided, Decider, Item, Prepared, count_failure, label
 from pyagent.dispatch import Case, Hands, dispatch_many, opens_change_record
@@ -38,6 +37,7 @@ from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict
 from pyagent.records import decision_record, intake_record
+from pyagent.servicenow import outcome_notes
 from pyagent.sources.history_sqlite import NewIncident
 from pyagent.store import Store
 

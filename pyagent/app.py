@@ -231,6 +231,7 @@ def running_agent(settings: Settings) -> Iterator[Running]:
         )
         metrics = Metrics()
         metrics.watch_ai_quality(sources.history)
+        metrics.watch_change_records(changes.backlog)
         agent = Agent(
             store,
             audit,

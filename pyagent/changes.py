@@ -123,15 +123,6 @@ class ChangeRecord:
         return self.state in {"recorded", "filed"}
 
 
-def outcome_notes(decision_id: str, action: ProposedAction, outcome: str, detail: str = "") -> str:
-    """A closed record's notes: what was done, how it ended, and where its steps are."""
-    why = f" ({detail})" if detail else ""
-    return (
-        f"{action.type} of {action.kind} {action.namespace}/{action.name} by pyagent: {outcome}{why};"
-        f" decision {decision_id}, every step in pyagent's audit log"
-    )
-
-
 class ChangeDesk:
     """Builds, stores, audits and files change records."""
 
@@ -321,6 +312,20 @@ class ChangeDesk:
             )
         )
         self.tell_later()
+
+    def backlog(self) -> dict[str, int]:
+        """How many records the change system does not know as they stand: ``unfiled``, open
+        and not taken (nothing executes under them); ``ending``, ended here and not told."""
+        unfiled, ending = self.store.read(
+            lambda db: db.execute(
+                f"SELECT COUNT(*) FILTER (WHERE state = 'unfiled' AND {OPEN}),"  # noqa: S608 - a constant
+                " COUNT(*) FILTER (WHERE external_id IS NOT NULL"
+                " AND ((cancelled_at IS NOT NULL AND cancel_filed = 0)"
+                " OR (closed_at IS NOT NULL AND close_filed = 0)))"
+                " FROM change_records"
+            ).fetchone()
+        )
+        return {"unfiled": int(unfiled), "ending": int(ending)}
 
     def tell_later(self) -> None:
         """Tell the change system of the endings it was not yet told of, on the desk's thread.

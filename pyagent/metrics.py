@@ -13,12 +13,17 @@ The AI's quality is read from incident history at each scrape (:class:`AIQuality
 
 A history that cannot be read yields none of these samples (and logs why); the scrape
 still succeeds.
+
+The change records ServiceNow does not know as they stand are read from the store at each
+scrape (:class:`ChangeBacklog`): ``pyagent_change_records_untold{what="unfiled"}``, open
+records it could not take (nothing executes under them), and ``{what="ending"}``, records
+that ended here (closed or cancelled) and that it was not yet told of.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -26,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pyagent.errors import HistoryError
+from pyagent.errors import HistoryError, StoreUnavailable
 from pyagent.sources.history_sqlite import FalsePositiveRates
 
 log = logging.getLogger("pyagent.metrics")
@@ -80,6 +85,35 @@ class AIQuality(Collector):
         yield from (outcomes, overall, by_pattern)
 
 
+def _backlog_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "pyagent_change_records_untold",
+        "Change records the change system does not know as they stand: not filed, or their ending",
+        labels=["what"],
+    )
+
+
+class ChangeBacklog(Collector):
+    """The change records ServiceNow does not know as they stand, counted at each scrape."""
+
+    def __init__(self, backlog: Callable[[], Mapping[str, int]]) -> None:
+        self.backlog = backlog
+
+    def describe(self) -> Iterator[Metric]:
+        yield _backlog_family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = _backlog_family()
+        try:
+            counts = self.backlog()
+        except StoreUnavailable as exc:
+            log.warning("change record metrics not available: %s", exc)
+            return
+        for what, count in sorted(counts.items()):
+            family.add_metric([what], count)
+        yield family
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -118,3 +152,7 @@ class Metrics:
     def watch_ai_quality(self, history: OutcomeHistory, clock: Callable[[], datetime] | None = None) -> None:
         """Expose the AI's outcomes and false-positive rates from ``history`` (:class:`AIQuality`)."""
         self.registry.register(AIQuality(history, clock))
+
+    def watch_change_records(self, backlog: Callable[[], Mapping[str, int]]) -> None:
+        """Expose the change records the change system does not know (:class:`ChangeBacklog`)."""
+        self.registry.register(ChangeBacklog(backlog))

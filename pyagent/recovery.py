@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import threading
 
-from pyagent.changes import outcome_notes
 from pyagent.dispatch import Attempt, Hands, conclude, learn
 from pyagent.ledger import Execution
+from pyagent.servicenow import outcome_notes
 
 
 def recover(hands: Hands) -> list[threading.Thread]:

@@ -145,3 +145,12 @@ class ServiceNow:
 
     def shutdown(self) -> None:
         self.session.close()
+
+
+def outcome_notes(decision_id: str, action: ProposedAction, outcome: str, detail: str = "") -> str:
+    """A closed record's notes: what was done, how it ended, and where its steps are."""
+    why = f" ({detail})" if detail else ""
+    return (
+        f"{action.type} of {action.kind} {action.namespace}/{action.name} by pyagent: {outcome}{why};"
+        f" decision {decision_id}, every step in pyagent's audit log"
+    )

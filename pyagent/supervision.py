@@ -27,7 +27,7 @@ from pyagent.access import Access, Identity, asset_classes
 from pyagent.alerts import Alert
 from pyagent.approvals import Approval, Approvals, Ask, Request, plan_hash
 from pyagent.briefing import Briefing
-from pyagent.changes import ChangeDesk, ChangeRecord, outcome_notes
+from pyagent.changes import ChangeDesk, ChangeRecord
 from pyagent.context import Sources, gather
 from pyagent.dispatch import Case
 from pyagent.errors import ChangeSystemUnavailable, HistoryError, NotAuthorised
@@ -37,6 +37,7 @@ from pyagent.notifiers.messages import Messages
 from pyagent.notifiers.outbox import Failure, Notice, Outbox
 from pyagent.opa import OpaClient
 from pyagent.policy import decide
+from pyagent.servicenow import outcome_notes
 from pyagent.store import Store
 from pyagent.timers import Deadlines
 

@@ -9,15 +9,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from pyagent.app import running_agent
 from pyagent.audit import AuditLog
-from pyagent.changes import ChangeDesk, outcome_notes
+from pyagent.changes import ChangeDesk
 from pyagent.contract import Trigger
 from pyagent.dispatch import dispatch_many
 from pyagent.executors import ProposedAction
 from pyagent.executors.dryrun import DryRunExecutor
 from pyagent.opa import OpaClient, default_policy_dir, free_port
-from pyagent.servicenow import ServiceNow
+from pyagent.servicenow import ServiceNow, outcome_notes
 from pyagent.store import Store
 from tests.execution_kit import briefing, case, kit
 from tests.fakes import FakeServiceNow
@@ -126,6 +128,7 @@ def test_a_closing_servicenow_cannot_take_is_sent_at_the_next_start(tmp_path: Pa
             fakes.servicenow.updates_refused_with = 503  # filed, then the instance is unavailable
             _answer(url, "approve")
             assert wait_until(lambda: audit_records(state, "change_record_close_unfiled"))
+            metrics = requests.get(f"{url}/metrics", timeout=10).text
         [change] = fakes.servicenow.changes.values()
         assert "-5" == change["state"]
         assert 0 == _ending(state)[0][4]
@@ -134,6 +137,8 @@ def test_a_closing_servicenow_cannot_take_is_sent_at_the_next_start(tmp_path: Pa
             assert running.agent.drain(30)
         [change] = fakes.servicenow.changes.values()
     assert ("3", "successful") == (change["state"], change["close_code"])
+    assert 'pyagent_change_records_untold{what="ending"} 1.0' in metrics
+    assert 'pyagent_change_records_untold{what="unfiled"} 0.0' in metrics
     assert 1 == len(audit_records(state, "change_record_closed"))
     assert 1 == len(audit_records(state, "change_record_close_filed"))
     assert 1 == _ending(state)[0][4]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from pyagent.app import running_agent
 from pyagent.audit import AuditLog
@@ -78,12 +79,18 @@ def test_unreachable_change_system_means_nothing_executes_on_the_regulated_asset
         with served(humans_settings(state, fakes, **_servicenow(closed))) as (url, _):
             post(url, example("regulated-pci"))
             approval = pending_approval(url)
+            waiting = requests.get(f"{url}/metrics", timeout=10).text
             seen = {"plan_hash": approval["plan_hash"]}
             answer = api(url, "alice").post(
                 f"{url}/api/approvals/{approval['id']}/approve", json=seen, timeout=10
             )
             assert 200 == answer.status_code
             assert wait_until(lambda: audit_records(state, "approval_not_executed"))
+            ended = requests.get(f"{url}/metrics", timeout=10).text
+    assert 'pyagent_change_records_untold{what="unfiled"} 1.0' in waiting
+    assert 'pyagent_change_records_untold{what="unfiled"} 0.0' in ended  # cancelled: never executes
+    [cancelled] = audit_records(state, "change_record_cancelled")
+    assert "change_system_unavailable" in cancelled["reason"]
     [blocked] = audit_records(state, "approval_not_executed")
     assert "change_system_unavailable" == blocked["reason"]
     assert [] == [r for r in audit_records(state, "action_step") if r["step"] == "executed"]
