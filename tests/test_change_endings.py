@@ -20,6 +20,7 @@ from pyagent.executors import ProposedAction
 from pyagent.executors.dryrun import DryRunExecutor
 from pyagent.opa import OpaClient, default_policy_dir, free_port
 from pyagent.servicenow import ServiceNow, outcome_notes
+from pyagent.settings import Settings
 from pyagent.store import Store
 from tests.execution_kit import briefing, case, kit
 from tests.fakes import FakeServiceNow
@@ -39,7 +40,7 @@ from tests.serving import example, post
 REGULATED = Trigger("regulated_asset", 2, "the target is a regulated asset (frameworks: pci-dss)")
 
 
-def _settings(state: Path, fakes: Saas, **overrides: Any) -> Any:
+def _settings(state: Path, fakes: Saas, **overrides: Any) -> Settings:
     return humans_settings(
         state,
         fakes,
@@ -55,6 +56,7 @@ def _ending(state: Path) -> list[tuple[Any, ...]]:
     with sqlite3.connect(state / "agent.db") as db:
         return db.execute(
             "SELECT cancel_reason, cancel_filed, close_code, close_notes, close_filed FROM change_records"
+            " ORDER BY created_at"
         ).fetchall()
 
 
