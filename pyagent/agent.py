@@ -14,7 +14,6 @@ is dropped, and audited as such. Gathering and asking OPA for a batch is
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
@@ -68,10 +67,14 @@ class Agent:
         # minutes to verify never holds up deciding the alerts behind it
         self.executions = executions
         self._to_execute: queue.Queue[tuple[Case, str | None] | None] = queue.Queue()
+        # a change record is filed with the change system before its approval is asked for:
+        # on a thread of its own, behind neither the deciding nor a verification under way
+        self._to_file: queue.Queue[tuple[Case, str | None] | None] = queue.Queue()
         self._queue: queue.Queue[Item | None] = queue.Queue()
         self._in_flight = hands.in_flight  # dispatch releases an action once history has it
         self._threads: list[threading.Thread] = []
         self._executors: list[threading.Thread] = []
+        self._filing: threading.Thread | None = None
         self._idle = threading.Condition()
         self._busy = 0
         self._deciding = 0  # alerts queued or being decided; at 0, a delivery is handed over early
@@ -141,9 +144,15 @@ class Agent:
             thread.start()
             self._threads.append(thread)
         for index in range(self.executions):
-            thread = threading.Thread(target=self._execute, name=f"pyagent-execution-{index}", daemon=True)
+            thread = threading.Thread(
+                target=self._execute, args=(self._to_execute,), name=f"pyagent-execution-{index}", daemon=True
+            )
             thread.start()
             self._executors.append(thread)
+        self._filing = threading.Thread(
+            target=self._execute, args=(self._to_file,), name="pyagent-filing", daemon=True
+        )
+        self._filing.start()
 
     def _decide_again(self) -> None:
         """Drop the decisions the agent recorded but never carried out, so that their alerts
@@ -196,6 +205,10 @@ class Agent:
         for thread in self._executors:  # one still verifying is resumed at the next start
             thread.join(timeout=10)
         self._executors.clear()
+        if self._filing is not None:  # one still filing is decided again at the next start
+            self._to_file.put(None)
+            self._filing.join(timeout=10)
+            self._filing = None
 
     def _work(self) -> None:
         """Take whatever is queued (up to ``batch_size``), decide it with one OPA request, and
@@ -235,20 +248,25 @@ class Agent:
             if ready.stored.id not in recorded:  # failed, or decided by another worker: never executed
                 self._in_flight.done(ready.stored.id)
         # an execution, or a change record filed with the change system, waits on the network:
-        # on the execution threads, a slow target or ServiceNow delays no other alert's decision
-        waits = [c.autonomous or opens_change_record(c.verdict.decision) for c, _ in cases]
-        for case, history_problem in itertools.compress(cases, waits):
-            self._busy_more(1)
-            self._to_execute.put((case, history_problem))
-        telling = [each for each, waiting in zip(cases, waits, strict=True) if not waiting]
+        # on threads of their own, a slow target or ServiceNow delays no other alert's decision
+        telling = []
+        for case, history_problem in cases:
+            if case.autonomous:
+                self._busy_more(1)
+                self._to_execute.put((case, history_problem))
+            elif opens_change_record(case.verdict.decision):
+                self._busy_more(1)
+                self._to_file.put((case, history_problem))
+            else:
+                telling.append((case, history_problem))
         done = dispatch_many([case for case, _ in telling], self.hands)
         self._audit_outcomes(list(zip(telling, done, strict=True)))
 
-    def _execute(self) -> None:
-        """Carry out level-3 and level-4 cases, and the cases that file a change record, one
-        at a time; executions record their own outcome in history, and the audit gets the
-        outcome record when it is known."""
-        while (item := self._to_execute.get()) is not None:
+    def _execute(self, work: queue.Queue[tuple[Case, str | None] | None]) -> None:
+        """Carry out the cases of ``work`` one at a time: level-3 and level-4 cases, or the
+        cases that file a change record; executions record their own outcome in history, and
+        the audit gets the outcome record when it is known."""
+        while (item := work.get()) is not None:
             case, history_problem = item
             try:
                 [outcome] = dispatch_many([case], self.hands)
