@@ -41,6 +41,7 @@ from pyagent.sources.history_sqlite import NewIncident
 from pyagent.store import Store
 
 log = logging.getLogger("pyagent.agent")
+# take_batch for the worker's queue: mypy cannot infer its type parameter from a union of items
 _take_batch: Callable[[queue.Queue[Item | None], int], tuple[list[Item], bool]] = take_batch
 
 

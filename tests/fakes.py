@@ -353,9 +353,8 @@ class FakeServiceNow(_Recorder):
     with ``result.number`` and ``result.sys_id``, state -5 New); a PATCH of
     ``.../change_request/{sys_id}`` updates its fields (200), 404 for an unknown sys_id, or
     answers ``updates_refused_with`` while that is set (503: the instance is unavailable).
-    While ``filing_held`` is set, a POST is answered only once that event is set (a slow
-    instance), and ``filing_arrived`` tells that one came; the same for a PATCH with
-    ``updates_held``, counting each in ``updates_arrived``."""
+    A request whose method is in ``held`` is answered only once that event is set (a slow
+    instance); ``held_paths`` has the path of each one held, in order."""
 
     USER, PASSWORD = "pyagent", "servicenow-secret"
     PATH = "/api/now/table/change_request"
@@ -365,10 +364,8 @@ class FakeServiceNow(_Recorder):
         self._number = 30000
         self.changes: dict[str, dict[str, Any]] = {}  # by sys_id, as they stand now
         self.updates_refused_with: int | None = None
-        self.filing_held: threading.Event | None = None
-        self.filing_arrived = threading.Event()
-        self.updates_held: threading.Event | None = None
-        self.updates_arrived: list[str] = []  # the sys_id of each PATCH held
+        self.held: dict[str, threading.Event] = {}  # by method
+        self.held_paths: list[str] = []
 
     @property
     def url(self) -> str:
@@ -378,20 +375,18 @@ class FakeServiceNow(_Recorder):
         expected = "Basic " + base64.b64encode(f"{self.USER}:{self.PASSWORD}".encode()).decode()
         if request.headers.get("authorization") != expected:
             return 401, {"error": {"message": "User Not Authenticated"}, "status": "failure"}
+        release = self.held.get(request.method)
+        if release is not None:
+            self.held_paths.append(request.path)
+            release.wait(30)
         if request.method == "PATCH":
             if self.updates_refused_with is not None:
                 return self.updates_refused_with, {"error": {"message": "unavailable"}, "status": "failure"}
             sys_id = request.path.removeprefix(self.PATH + "/")
-            if self.updates_held is not None:
-                self.updates_arrived.append(sys_id)
-                self.updates_held.wait(30)
             if sys_id not in self.changes:
                 return 404, {"error": {"message": "No Record found"}, "status": "failure"}
             self.changes[sys_id].update(request.json())
             return 200, {"result": self.changes[sys_id]}
-        if self.filing_held is not None:
-            self.filing_arrived.set()
-            self.filing_held.wait(30)
         self._number += 1
         sys_id = f"{self._number:032x}"
         self.changes[sys_id] = {

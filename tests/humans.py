@@ -92,6 +92,15 @@ def humans_settings(state: Path, fakes: Saas, **overrides: Any) -> Settings:
     return replace(settings, **overrides)
 
 
+def servicenow_overrides(url: str) -> dict[str, str]:
+    """Settings that file change records with the fake ServiceNow at ``url``."""
+    return {
+        "servicenow_url": url,
+        "servicenow_user": FakeServiceNow.USER,
+        "servicenow_password": FakeServiceNow.PASSWORD,
+    }
+
+
 @contextmanager
 def served(settings: Settings) -> Iterator[tuple[str, Running]]:
     with serve(settings) as (url, running):

@@ -33,6 +33,7 @@ from tests.humans import (
     policy_with_timeout,
     saas,
     served,
+    servicenow_overrides,
     wait_until,
 )
 from tests.serving import example, post
@@ -41,14 +42,7 @@ REGULATED = Trigger("regulated_asset", 2, "the target is a regulated asset (fram
 
 
 def _settings(state: Path, fakes: Saas, **overrides: Any) -> Settings:
-    return humans_settings(
-        state,
-        fakes,
-        servicenow_url=fakes.servicenow.url,
-        servicenow_user=FakeServiceNow.USER,
-        servicenow_password=FakeServiceNow.PASSWORD,
-        **overrides,
-    )
+    return humans_settings(state, fakes, **servicenow_overrides(fakes.servicenow.url), **overrides)
 
 
 def _ending(state: Path) -> list[tuple[Any, ...]]:
@@ -189,7 +183,7 @@ def test_closing_the_desk_does_not_wait_for_a_hung_servicenow(
     action = ProposedAction.from_policy_input(example_input)
     policy = default_policy_dir() / "escalation" / "policy.json"
     with saas() as fakes:
-        held = fakes.servicenow.updates_held = threading.Event()
+        held = fakes.servicenow.held["PATCH"] = threading.Event()
         try:
             slow = ServiceNow(fakes.servicenow.url, FakeServiceNow.USER, FakeServiceNow.PASSWORD, timeout=0.5)
             desk = ChangeDesk(store, audit, policy, slow, close_wait=0.2)
@@ -197,7 +191,7 @@ def test_closing_the_desk_does_not_wait_for_a_hung_servicenow(
                 desk.open(decision_id, action, (REGULATED,), briefing(example_input), "a summary")
                 desk.conclude(decision_id, "success", "verified")
             desk.close()
-            tried = set(fakes.servicenow.updates_arrived)
+            tried = set(fakes.servicenow.held_paths)
         finally:
             held.set()
         assert 1 == len(tried)  # the first record's PATCH (and its retries), not the second's

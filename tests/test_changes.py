@@ -22,7 +22,17 @@ from pyagent.servicenow import ServiceNow
 from pyagent.store import Store
 from tests.execution_kit import briefing
 from tests.fakes import FakeServiceNow
-from tests.humans import Saas, api, audit_records, humans_settings, pending_approval, saas, served, wait_until
+from tests.humans import (
+    Saas,
+    api,
+    audit_records,
+    humans_settings,
+    pending_approval,
+    saas,
+    served,
+    servicenow_overrides,
+    wait_until,
+)
 from tests.serving import example, post, record_decided_without_acting
 
 FIELDS = {
@@ -31,18 +41,10 @@ FIELDS = {
 }  # fmt: skip
 
 
-def _servicenow(fakes_url: str) -> dict[str, str]:
-    return {
-        "servicenow_url": fakes_url,
-        "servicenow_user": FakeServiceNow.USER,
-        "servicenow_password": FakeServiceNow.PASSWORD,
-    }
-
-
 def test_regulated_change_is_filed_in_servicenow_before_approval_and_executes_after(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with saas() as fakes:
-        settings = humans_settings(state, fakes, **_servicenow(fakes.servicenow.url))
+        settings = humans_settings(state, fakes, **servicenow_overrides(fakes.servicenow.url))
         with served(settings) as (url, _):
             post(url, example("regulated-pci"))
             approval = pending_approval(url)
@@ -76,7 +78,7 @@ def test_unreachable_change_system_means_nothing_executes_on_the_regulated_asset
     with saas() as fakes:
         closed = fakes.servicenow.url
         fakes.servicenow.close()  # the change system is down
-        with served(humans_settings(state, fakes, **_servicenow(closed))) as (url, _):
+        with served(humans_settings(state, fakes, **servicenow_overrides(closed))) as (url, _):
             post(url, example("regulated-pci"))
             approval = pending_approval(url)
             waiting = requests.get(f"{url}/metrics", timeout=10).text
@@ -128,7 +130,7 @@ def _opened_then_stopped(state: Path, document: dict[str, Any], servicenow: str 
 
 def _restart(state: Path, fakes: Saas, servicenow: str | None) -> None:
     """The agent started again on ``state`` (with ServiceNow at ``servicenow``), until idle."""
-    overrides = _servicenow(servicenow) if servicenow else {}
+    overrides = servicenow_overrides(servicenow) if servicenow else {}
     with running_agent(humans_settings(state, fakes, **overrides)) as running:
         assert running.agent.drain(30)
 
@@ -163,7 +165,7 @@ def filed_then_stopped(tmp_path: Path, example_input: dict[str, Any]) -> Iterato
         yield _Stopped(state, fakes, decision_id, change_id, sys_id)
 
 
-def test_a_record_whose_decision_is_dropped_at_restart_is_cancelled_in_servicenow(
+def test_a_record_whose_decision_is_dropped_at_restart_is_cancelled_inservicenow_overrides(
     filed_then_stopped: _Stopped,
 ) -> None:
     state, fakes, sys_id = filed_then_stopped.state, filed_then_stopped.fakes, filed_then_stopped.sys_id
@@ -251,11 +253,12 @@ def test_a_slow_change_system_holds_up_no_other_alerts_decision(tmp_path: Path) 
     an alert that came after it is decided and its context posted meanwhile."""
     state = tmp_path / "state"
     with saas() as fakes:
-        held = fakes.servicenow.filing_held = threading.Event()
+        held = fakes.servicenow.held["POST"] = threading.Event()
+        settings = humans_settings(state, fakes, **servicenow_overrides(fakes.servicenow.url))
         try:
-            with served(humans_settings(state, fakes, **_servicenow(fakes.servicenow.url))) as (url, _):
+            with served(settings) as (url, _):
                 post(url, example("regulated-pci"))
-                assert fakes.servicenow.filing_arrived.wait(30)
+                assert wait_until(lambda: fakes.servicenow.held_paths)
                 post(url, example("level-1-novel-pattern"))
                 assert wait_until(
                     lambda: [r for r in audit_records(state, "action_step") if r["step"] == "context_posted"]
