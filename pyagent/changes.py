@@ -90,6 +90,11 @@ CLOSE_WAIT_SECONDS = 10.0
 OPEN = "cancelled_at IS NULL AND closed_at IS NULL"
 # a record an abort ends: open, or closed as successful before the abort undid the change
 REVERSED = "cancelled_at IS NULL AND (closed_at IS NULL OR close_code = 'successful')"
+# a record that ended here and that the change system has and was not yet told of
+UNTOLD = (
+    "external_id IS NOT NULL"
+    " AND ((cancelled_at IS NOT NULL AND cancel_filed = 0) OR (closed_at IS NOT NULL AND close_filed = 0))"
+)
 
 
 class Auditor(Protocol):
@@ -318,11 +323,8 @@ class ChangeDesk:
         and not taken (nothing executes under them); ``ending``, ended here and not told."""
         unfiled, ending = self.store.read(
             lambda db: db.execute(
-                f"SELECT COUNT(*) FILTER (WHERE state = 'unfiled' AND {OPEN}),"  # noqa: S608 - a constant
-                " COUNT(*) FILTER (WHERE external_id IS NOT NULL"
-                " AND ((cancelled_at IS NOT NULL AND cancel_filed = 0)"
-                " OR (closed_at IS NOT NULL AND close_filed = 0)))"
-                " FROM change_records"
+                f"SELECT COUNT(*) FILTER (WHERE state = 'unfiled' AND {OPEN}),"  # noqa: S608 - constants
+                f" COUNT(*) FILTER (WHERE {UNTOLD}) FROM change_records"
             ).fetchone()
         )
         return {"unfiled": int(unfiled), "ending": int(ending)}
@@ -356,13 +358,11 @@ class ChangeDesk:
             return
         rows = self.store.read(
             lambda db: db.execute(
-                "SELECT id, decision_id, external_id, external_number, cancelled_at IS NOT NULL,"
-                " cancel_reason, close_code, close_notes FROM change_records WHERE external_id IS NOT NULL"
-                " AND ((cancelled_at IS NOT NULL AND cancel_filed = 0)"
-                " OR (closed_at IS NOT NULL AND close_filed = 0))"
+                "SELECT id, decision_id, external_id, external_number, cancelled_at IS NOT NULL,"  # noqa: S608 - a constant
+                f" cancel_reason, closed_at, close_code, close_notes FROM change_records WHERE {UNTOLD}"
             ).fetchall()
         )
-        for change_id, decision_id, sys_id, number, cancelled, reason, code, notes in rows:
+        for change_id, decision_id, sys_id, number, cancelled, reason, closed_at, code, notes in rows:
             if self._closing.is_set():
                 return  # the rest at the next start
             what = {"decision_id": decision_id, "change_id": change_id, "number": number}
@@ -375,14 +375,16 @@ class ChangeDesk:
             except ChangeSystemUnavailable as exc:
                 self.audit.append(f"change_record_{ending}_unfiled", {**what, "error": str(exc)})
                 continue
-            self._mark_filed(change_id, ending)
+            self._mark_filed(change_id, ending, closed_at)
             self.audit.append(f"change_record_{ending}_filed", what)
 
-    def _mark_filed(self, change_id: str, ending: str) -> None:
+    def _mark_filed(self, change_id: str, ending: str, closed_at: float | None) -> None:
+        """Mark the ending told, unless the record was closed again meanwhile (an abort after
+        a verified change): that closing is told by the run its conclusion queued."""
         self.store.transact(
             lambda db: db.execute(
-                f"UPDATE change_records SET {ending}_filed = 1 WHERE id = ?",  # noqa: S608 - cancel or close
-                (change_id,),
+                f"UPDATE change_records SET {ending}_filed = 1 WHERE id = ? AND closed_at IS ?",  # noqa: S608 - cancel or close
+                (change_id, closed_at),
             )
         )
 

@@ -255,3 +255,33 @@ def test_an_autonomous_action_whose_record_cannot_be_filed_cancels_it(
     assert "the change system failed" in cancelled["reason"]
     assert "not_executed" in hands_kit.steps(level_4.decision_id)
     assert "execute" not in hands_kit.steps(level_4.decision_id)
+
+
+def test_an_abort_while_the_success_is_being_told_is_told_after_it(
+    tmp_path: Path, example_input: dict[str, Any]
+) -> None:
+    """The verified closing is on its way to ServiceNow when an abort closes the record
+    again: ServiceNow ends with the abort's closing, and the store says it was told."""
+    store, audit = Store(tmp_path / "agent.db"), AuditLog(tmp_path / "audit.jsonl", "test")
+    action = ProposedAction.from_policy_input(example_input)
+    with saas() as fakes:
+        client = ServiceNow(fakes.servicenow.url, FakeServiceNow.USER, FakeServiceNow.PASSWORD)
+        desk = ChangeDesk(store, audit, default_policy_dir() / "escalation" / "policy.json", client)
+        held = fakes.servicenow.held["PATCH"] = threading.Event()
+        try:
+            desk.open("d", action, (REGULATED,), briefing(example_input), "a summary")
+            desk.conclude("d", "success", "verified")
+            assert wait_until(lambda: fakes.servicenow.held_paths)  # the success, held on its way
+            desk.conclude("d", "aborted", "aborted by alice via api; rolled back")
+        finally:
+            held.set()
+            desk.close()
+            audit.close()
+            store.close()
+        [change] = fakes.servicenow.changes.values()
+    assert ("unsuccessful", "aborted by alice via api; rolled back") == (
+        change["close_code"],
+        change["close_notes"],
+    )
+    assert [("unsuccessful", 1)] == [(row[2], row[4]) for row in _ending(tmp_path)]
+    assert 2 == len(audit_records(tmp_path, "change_record_close_filed"))
