@@ -77,7 +77,7 @@ def _resume(hands: Hands, attempt: Attempt, execution: Execution) -> None:
             return
         outcome = conclude(hands, attempt, execution.change, cancelled)
     if outcome != "aborted":  # an abort ends the record itself
-        _end(hands, attempt, outcome, "verified after a restart")
+        _end(hands, attempt, outcome, "its verification resumed after a restart")
 
 
 def _end(hands: Hands, attempt: Attempt, outcome: str, detail: str) -> None:
