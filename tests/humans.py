@@ -92,7 +92,7 @@ def humans_settings(state: Path, fakes: Saas, **overrides: Any) -> Settings:
     return replace(settings, **overrides)
 
 
-def servicenow_overrides(url: str) -> dict[str, str]:
+def servicenow_overrides(url: str) -> dict[str, Any]:
     """Settings that file change records with the fake ServiceNow at ``url``."""
     return {
         "servicenow_url": url,

@@ -23,6 +23,7 @@ from pyagent.settings import Settings
 from pyagent.sources import history_import as history_file
 from pyagent.sources.history_sqlite import HistorySQLite
 from tests.execution_kit import PATTERN, START, Kit, case, kit, policy_input, wait_for
+from tests.humans import saas, servicenow_overrides
 from tests.kube import KubeCluster
 from tests.kube_world import RolloutController, World
 from tests.serving import EXAMPLES, example, post, records, serve
@@ -396,3 +397,37 @@ def test_an_action_being_verified_does_not_hold_up_deciding_the_next_alert(
     assert {(4, "success"), (2, "approval_requested")} == {
         (o["level"], o["outcome"]) for o in records(state, "outcome")
     }
+
+
+def test_a_change_record_is_filed_while_every_execution_thread_verifies(
+    world: World, opa_server: EmbeddedOpa, tmp_path: Path
+) -> None:
+    """One execution thread, waiting for a level-4 restart's rollout: a regulated alert posted
+    after it has its change record filed with ServiceNow and its approval asked for meanwhile."""
+    world.deployment("checkout", replicas=5)
+    settings, payload = _routed_settings(world, opa_server, tmp_path)
+    state = settings.state_dir
+    with saas() as fakes:
+        settings = replace(settings, max_concurrent_actions=1, **servicenow_overrides(fakes.servicenow.url))
+        with serve(settings) as (url, running):
+            assert 200 == post(url, payload).status_code
+            wait_for(lambda: bool(_steps(state, "executed")), "the restart")
+            assert 200 == post(url, example("regulated-pci")).status_code
+            wait_for(
+                lambda: bool(_steps(state, "approval_requested")), "the regulated alert's approval request"
+            )
+            [asked] = _steps(state, "approval_requested")
+            verified_meanwhile = _steps(state, "verified")
+            filed = records(state, "change_record_filed")
+            with RolloutController(world).running():
+                assert running.agent.drain(60)
+    assert [] == verified_meanwhile
+    assert [asked["decision_id"]] == [record["decision_id"] for record in filed]
+    assert filed[0]["number"].startswith("CHG")
+    assert {(4, "success"), (2, "approval_requested")} == {
+        (o["level"], o["outcome"]) for o in records(state, "outcome")
+    }
+
+
+def _steps(state: Path, step: str) -> list[dict[str, Any]]:
+    return [r for r in records(state, "action_step") if r["step"] == step]
