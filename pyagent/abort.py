@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pyagent.dispatch import Hands, audit_step, learn, roll_back
+from pyagent.execution import learn, roll_back
 from pyagent.executors import StepResult
+from pyagent.hands import Hands, audit_step
 from pyagent.servicenow import outcome_notes
 
 STOP_WAIT_SECONDS = 60.0

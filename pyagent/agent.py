@@ -29,9 +29,10 @@ from pyagent.batching import take_batch
 from pyagent.briefing import Briefing
 from pyagent.context import Sources
 from pyagent.deciding import Arriving, Decided, Decider, Item, Prepared, count_failure, label
-from pyagent.dispatch import Case, Hands, dispatch_many, opens_change_record
+from pyagent.dispatch import dispatch_many, opens_change_record
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
+from pyagent.hands import Case, Hands
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict

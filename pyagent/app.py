@@ -16,11 +16,12 @@ from pyagent.changes import ChangeDesk
 from pyagent.console.auth import Gate, load_secret
 from pyagent.console.desk import Desk
 from pyagent.context import Sources
-from pyagent.dispatch import Case, Hands, execute_action
+from pyagent.execution import execute_action
 from pyagent.executors import Executor
 from pyagent.executors.dryrun import DryRunExecutor
 from pyagent.executors.guardrails import Guardrails
 from pyagent.executors.routing import ExecutorRoutes
+from pyagent.hands import Case, Hands
 from pyagent.metrics import Metrics
 from pyagent.notifiers.console import ConsoleNotifier
 from pyagent.notifiers.messages import LOG, PAGERDUTY, SLACK, Messages, OutboxNotifier

@@ -22,7 +22,7 @@ from datetime import datetime
 from pyagent.alerts import Alert
 from pyagent.audit import AuditLog
 from pyagent.context import Context, Sources, gather_many
-from pyagent.dispatch import autonomous
+from pyagent.hands import autonomous
 from pyagent.inflight import InFlight
 from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient

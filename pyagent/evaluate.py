@@ -12,8 +12,8 @@ from typing import Any
 
 from pyagent.alerts import Alert, Delivery
 from pyagent.context import Context, Sources, gather
-from pyagent.dispatch import plan_of
 from pyagent.executors import Executor, ProposedAction
+from pyagent.hands import plan_of
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict, decide
 

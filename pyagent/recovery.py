@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import threading
 
-from pyagent.dispatch import Attempt, Hands, conclude, learn
+from pyagent.execution import Attempt, conclude, learn
+from pyagent.hands import Hands
 from pyagent.ledger import Execution
 from pyagent.servicenow import outcome_notes
 

@@ -29,9 +29,9 @@ from pyagent.approvals import Approval, Approvals, Ask, Request, plan_hash
 from pyagent.briefing import Briefing
 from pyagent.changes import ChangeDesk, ChangeRecord
 from pyagent.context import Sources, gather
-from pyagent.dispatch import Case
 from pyagent.errors import ChangeSystemUnavailable, HistoryError, NotAuthorised
 from pyagent.executors import ProposedAction
+from pyagent.hands import Case
 from pyagent.ledger import Ledger
 from pyagent.notifiers.messages import Messages
 from pyagent.notifiers.outbox import Failure, Notice, Outbox

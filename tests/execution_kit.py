@@ -18,9 +18,9 @@ from pyagent.approvals import Approval
 from pyagent.audit import AuditLog
 from pyagent.briefing import Briefing
 from pyagent.changes import ChangeDesk, ChangeRecord
-from pyagent.dispatch import Case, Hands
 from pyagent.executors import Executor, ProposedAction
 from pyagent.executors.guardrails import Guardrails
+from pyagent.hands import Case, Hands
 from pyagent.notifiers.console import ConsoleNotifier
 from pyagent.opa import OpaClient, default_policy_dir
 from pyagent.policy import Verdict

@@ -20,10 +20,11 @@ from pyagent.approvals import Approval, Approvals, Ask, Request, plan_hash
 from pyagent.briefing import Briefing
 from pyagent.changes import ChangeRecord
 from pyagent.cli import main
-from pyagent.dispatch import Case, dispatch_many
+from pyagent.dispatch import dispatch_many
 from pyagent.errors import StoreUnavailable
 from pyagent.executors import ProposedAction
 from pyagent.executors.dryrun import DryRunExecutor
+from pyagent.hands import Case
 from pyagent.ledger import Ledger
 from pyagent.notifiers.outbox import Notice, create_table
 from pyagent.notifiers.outbox import history as outbox_history

@@ -10,8 +10,8 @@ from typing import Any
 import docker
 import pytest
 
-from pyagent.dispatch import execute_action
 from pyagent.errors import ActionRefused
+from pyagent.execution import execute_action
 from pyagent.executors import Deadline, ProposedAction
 from pyagent.executors.docker import NUMBER, PROJECT, SERVICE, DockerExecutor
 from pyagent.opa import OpaClient

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from pyagent.abort import abort
-from pyagent.dispatch import Case, dispatch_many, execute_action
+from pyagent.dispatch import dispatch_many
 from pyagent.errors import AbortRefused
+from pyagent.execution import execute_action
+from pyagent.hands import Case
 from pyagent.ledger import Ledger
 from pyagent.opa import EmbeddedOpa, OpaClient
 from pyagent.recovery import recover
