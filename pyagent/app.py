@@ -182,34 +182,13 @@ def running_agent(settings: Settings) -> Iterator[Running]:
     """The agent with its OPA (started here unless ``opa_url`` is set), stores and workers."""
     with ExitStack() as stack:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        opa_url = settings.opa_url
-        if not opa_url:
-            opa = stack.enter_context(
-                EmbeddedOpa(
-                    settings.policy_dir, binary=settings.opa_binary, log_path=settings.state_dir / "opa.log"
-                )
-            )
-            opa_url = opa.url
-        client = OpaClient(opa_url, parallel=settings.opa_parallel_requests)
-        stack.callback(client.close)
-        forwarder = None
-        if settings.splunk_url and settings.splunk_token:
-            forwarder = SplunkForwarder(settings.splunk_url, settings.splunk_token)
-            stack.callback(forwarder.close)
-        audit = AuditLog(settings.state_dir / "audit.jsonl", settings.instance, forwarder=forwarder)
-        stack.callback(audit.close)
+        opa_url, client = _policy_engine(settings, stack)
+        audit = _audit_log(settings, stack)
         store = Store(settings.state_dir / "agent.db")
         stack.callback(store.close)
         sources = build_sources(settings, settings.state_dir / "history.db")
         messages, outbox = _channels(settings, store, audit, stack)
-        changes = ChangeDesk(
-            store,
-            audit,
-            settings.policy_dir / "escalation" / "policy.json",
-            _servicenow(settings),
-            settings.change_assignment_group,
-        )
-        stack.callback(changes.close)
+        changes = _change_desk(settings, store, audit, stack)
 
         def run_approved(case: Case) -> str:
             return execute_action(case, hands)
@@ -233,28 +212,42 @@ def running_agent(settings: Settings) -> Iterator[Running]:
         metrics = Metrics()
         metrics.watch_ai_quality(sources.history)
         metrics.watch_change_records(changes.backlog)
-        agent = Agent(
-            store,
-            audit,
-            client,
-            sources,
-            hands,
-            metrics,
-            workers=settings.workers,
-            executions=settings.max_concurrent_actions,
-        )
+        workers, executions = settings.workers, settings.max_concurrent_actions
+        agent = Agent(store, audit, client, sources, hands, metrics, workers=workers, executions=executions)
         recover(hands)  # before anything can start an execution that would look like a stopped one
-        outbox.start()
-        stack.callback(outbox.stop)
-        supervisor.start()
-        stack.callback(supervisor.stop)
-        agent.start()
-        stack.callback(agent.stop)
+        for part in (outbox, supervisor, agent):  # each stopped, in reverse, when the stack closes
+            part.start()
+            stack.callback(part.stop)
         desk = replace(
             _desk(settings, supervisor, store, outbox, messages, access),
             abort=lambda decision_id, who: abort(decision_id, who.name, who.via, hands).to_json(),
         )
         yield Running(agent, opa_url, desk)
+
+
+def _policy_engine(settings: Settings, stack: ExitStack) -> tuple[str, OpaClient]:
+    """OPA's URL and a client for it: ``settings.opa_url``, or an OPA started here, logging
+    to the state directory, and stopped when ``stack`` closes."""
+    opa_url = settings.opa_url
+    if not opa_url:
+        log_path = settings.state_dir / "opa.log"
+        opa_url = stack.enter_context(
+            EmbeddedOpa(settings.policy_dir, binary=settings.opa_binary, log_path=log_path)
+        ).url
+    client = OpaClient(opa_url, parallel=settings.opa_parallel_requests)
+    stack.callback(client.close)
+    return opa_url, client
+
+
+def _audit_log(settings: Settings, stack: ExitStack) -> AuditLog:
+    """The audit log in the state directory, forwarding to Splunk's HEC when one is set."""
+    forwarder = None
+    if settings.splunk_url and settings.splunk_token:
+        forwarder = SplunkForwarder(settings.splunk_url, settings.splunk_token)
+        stack.callback(forwarder.close)
+    audit = AuditLog(settings.state_dir / "audit.jsonl", settings.instance, forwarder=forwarder)
+    stack.callback(audit.close)
+    return audit
 
 
 def _channels(settings: Settings, store: Store, audit: AuditLog, stack: ExitStack) -> tuple[Messages, Outbox]:
@@ -279,10 +272,22 @@ def _channels(settings: Settings, store: Store, audit: AuditLog, stack: ExitStac
     return Messages(frozenset(channels), settings.console_url), outbox
 
 
-def _servicenow(settings: Settings) -> ServiceNow | None:
-    if not settings.servicenow_url:
-        return None
-    return ServiceNow(settings.servicenow_url, settings.servicenow_user, settings.servicenow_password)
+def _change_desk(settings: Settings, store: Store, audit: AuditLog, stack: ExitStack) -> ChangeDesk:
+    """Change records kept in the store, filed with ServiceNow when one is set."""
+    servicenow = None
+    if settings.servicenow_url:
+        servicenow = ServiceNow(
+            settings.servicenow_url, settings.servicenow_user, settings.servicenow_password
+        )
+    changes = ChangeDesk(
+        store,
+        audit,
+        settings.policy_dir / "escalation" / "policy.json",
+        servicenow,
+        settings.change_assignment_group,
+    )
+    stack.callback(changes.close)
+    return changes
 
 
 def _desk(  # noqa: PLR0913, PLR0917 - the parts the console works with

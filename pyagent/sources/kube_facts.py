@@ -214,18 +214,26 @@ def _stateful(reading: Reading) -> bool:
     return reading.mounts_claim or "true" in {flag.lower() for flag in flags}
 
 
-def facts_from(reading: Reading, config: KubeInventoryConfig) -> InventoryFacts:
-    """The blast-radius facts of one Deployment, its HPA and its namespace."""
-    ns, name, labels = reading.namespace, reading.name, reading.labels
+def _replica_fraction(reading: Reading) -> tuple[float, dict[str, object], list[str]]:
+    """The share of replicas a restart takes down at once (1.0 with none), how that was
+    worked out, and what makes the Deployment's facts doubtful."""
+    where = f"Deployment {reading.namespace}/{reading.name}"
     down, detail = disrupted_at_once(reading)
     problems: list[str] = []
     if reading.replicas == 0:
         fraction = 1.0
-        problems.append(f"Deployment {ns}/{name} has 0 replicas")
+        problems.append(f"{where} has 0 replicas")
     else:
         fraction = min(1.0, down / reading.replicas)
     if reading.paused:
-        problems.append(f"Deployment {ns}/{name} is paused: its rollout is held, a change would not apply")
+        problems.append(f"{where} is paused: its rollout is held, a change would not apply")
+    return fraction, detail, problems
+
+
+def facts_from(reading: Reading, config: KubeInventoryConfig) -> InventoryFacts:
+    """The blast-radius facts of one Deployment, its HPA and its namespace."""
+    ns, name, labels = reading.namespace, reading.name, reading.labels
+    fraction, detail, problems = _replica_fraction(reading)
     service = labels.get(SERVICE_LABEL) or name
     touched = {(ns, service), *_dependents(reading.annotations, ns)}
     if reading.owner is not None:
