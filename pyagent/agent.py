@@ -39,7 +39,7 @@ from pyagent.policy import Verdict
 from pyagent.records import decision_record, intake_record
 from pyagent.servicenow import outcome_notes
 from pyagent.sources.history_sqlite import NewIncident
-from pyagent.store import Store
+from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
 # take_batch for the worker's queue: mypy cannot infer its type parameter from a union of items
@@ -116,6 +116,11 @@ class Agent:
             self._put(arriving)
         return early
 
+    def queue_recorded(self, stored: StoredAlert) -> None:
+        """Queue an alert already recorded in the store for deciding, as :meth:`start` does
+        for every alert still pending."""
+        self._put(stored)
+
     def _put(self, item: Item) -> None:
         self._busy_more(1, deciding=True)
         self._queue.put(item)
@@ -140,7 +145,7 @@ class Agent:
         self._decide_again()
         self.hands.changes.tell_later()
         for stored in self.store.pending():
-            self._put(stored)
+            self.queue_recorded(stored)
         for index in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"pyagent-worker-{index}", daemon=True)
             thread.start()
