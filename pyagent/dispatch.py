@@ -11,7 +11,7 @@ from __future__ import annotations
 from pyagent.changes import ChangeRecord
 from pyagent.contract import Decision
 from pyagent.execution import execute_action
-from pyagent.hands import Case, Hands, details, plan_of, step, step_record
+from pyagent.hands import Case, Hands, case_details, case_step, plan_of, step_record
 
 
 def dispatch_many(cases: list[Case], hands: Hands) -> list[str | Exception]:
@@ -46,7 +46,7 @@ def _change_record(case: Case, hands: Hands) -> ChangeRecord | None:
     if not opens_change_record(decision):
         return None
     change = hands.changes.open(case.decision_id, case.action, decision.triggers, case.briefing, case.summary)
-    step(hands, case, "change_record", change_id=change.id, state=change.state, error=change.last_error)
+    case_step(hands, case, "change_record", change_id=change.id, state=change.state, error=change.last_error)
     return change
 
 
@@ -89,15 +89,15 @@ def _act(case: Case, hands: Hands, change: ChangeRecord | None) -> str:
     """Levels 0, 1, 3 and 4: record, post context, or execute."""
     decision = case.verdict.decision
     if decision.level == 0:
-        step(hands, case, "recorded")
+        case_step(hands, case, "recorded")
         return "recorded"
     if decision.level == 1:
-        hands.notifier.notify("context", case.summary, details(case))
-        step(hands, case, "context_posted")
+        hands.notifier.notify("context", case.summary, case_details(case))
+        case_step(hands, case, "context_posted")
         return "context_posted"
     if change is not None and not change.executable:  # never executed later: the record ends here
-        step(hands, case, "not_executed", reason="change_system_unavailable", error=change.last_error)
-        hands.notifier.notify("not_executed", case.summary, details(case, detail=change.last_error))
+        case_step(hands, case, "not_executed", reason="change_system_unavailable", error=change.last_error)
+        hands.notifier.notify("not_executed", case.summary, case_details(case, detail=change.last_error))
         why = f"not executed: the change system failed: {change.last_error}"
         hands.changes.cancel_for([case.decision_id], why)
         return "blocked"

@@ -16,7 +16,7 @@ from typing import Any
 
 from pyagent.errors import ExecutorError, HistoryError
 from pyagent.executors import Change, Deadline, Executor, ProposedAction, StepResult
-from pyagent.hands import ABORT_LEVEL, Case, Hands, audit_step, details, plan_of, step
+from pyagent.hands import ABORT_LEVEL, Case, Hands, audit_step, case_details, case_step, plan_of
 
 log = logging.getLogger("pyagent.execution")
 
@@ -45,16 +45,18 @@ def execute_action(case: Case, hands: Hands) -> str:
         if case.autonomous and guardrails.kill_switch_engaged():  # again, right before the change
             return _refuse(case, hands, "the kill switch is engaged")
         if not hands.ledger.begin(case.decision_id, case.action, case.verdict.decision.level):
-            step(hands, case, "duplicate", reason="this decision was executed before; not executed again")
+            case_step(
+                hands, case, "duplicate", reason="this decision was executed before; not executed again"
+            )
             return "duplicate"
-        step(hands, case, "execute", plan=plan)
+        case_step(hands, case, "execute", plan=plan)
         with guardrails.watch(case.decision_id) as cancelled:
             return _run(case, hands, cancelled)
 
 
 def _refuse(case: Case, hands: Hands, reason: str) -> str:
-    step(hands, case, "refused", reason=reason)
-    hands.notifier.notify("execution_refused", case.summary, details(case, reason=reason))
+    case_step(hands, case, "refused", reason=reason)
+    hands.notifier.notify("execution_refused", case.summary, case_details(case, reason=reason))
     return "refused"
 
 
@@ -86,19 +88,21 @@ def _run(case: Case, hands: Hands, cancelled: threading.Event) -> str:
         detail = str(exc) if isinstance(exc, ExecutorError) else f"{type(exc).__name__}: {exc}"
         action_id = _record_action(case, hands)
         hands.ledger.move(case.decision_id, "error", from_states=("started",))
-        step(hands, case, "executed", ok=False, detail=detail, retried=False)
-        hands.notifier.notify("execution_failed", case.summary, details(case, detail=detail))
+        case_step(hands, case, "executed", ok=False, detail=detail, retried=False)
+        hands.notifier.notify("execution_failed", case.summary, case_details(case, detail=detail))
         _learn(case, hands, action_id, "error", simulated=False)
         return "error"
     action_id = _record_action(case, hands)  # after the change: nothing delays it
     window = decision.abort_window_seconds if decision.level == ABORT_LEVEL else None
     hands.ledger.executed(case.decision_id, change, hands.clock(), window, action_id)
-    step(hands, case, "executed", ok=True, detail=change.detail, sent=change.sent)
+    case_step(hands, case, "executed", ok=True, detail=change.detail, sent=change.sent)
     if window is not None:
         hands.notifier.notify(
             "executed_abort_window",
             case.summary,
-            details(case, abort_window_seconds=window, abort=f"POST /api/actions/{case.decision_id}/abort"),
+            case_details(
+                case, abort_window_seconds=window, abort=f"POST /api/actions/{case.decision_id}/abort"
+            ),
         )
     attempt = Attempt(
         case.decision_id, action, decision.level, case.summary, action_id, case.alert.fingerprint
@@ -174,13 +178,15 @@ def _record_action(case: Case, hands: Hands) -> int | None:
     try:
         incident_id = case.incident_id or history.latest_incident(case.alert.fingerprint)
         if incident_id is None:
-            step(hands, case, "history_problem", detail="no incident recorded; the action is not in history")
+            case_step(
+                hands, case, "history_problem", detail="no incident recorded; the action is not in history"
+            )
             return None
         action_id = history.record_action(
             incident_id, case.action.type, case.verdict.decision.level, hands.clock()
         )
     except HistoryError as exc:
-        step(hands, case, "history_problem", detail=str(exc))
+        case_step(hands, case, "history_problem", detail=str(exc))
         return None
     hands.in_flight.done(case.alert_id)
     return action_id
@@ -189,7 +195,7 @@ def _record_action(case: Case, hands: Hands) -> int | None:
 def _learn(case: Case, hands: Hands, action_id: int | None, outcome: str, *, simulated: bool) -> None:
     problem = learn(hands, action_id, outcome, simulated=simulated)
     if problem:
-        step(hands, case, "history_problem", detail=problem)
+        case_step(hands, case, "history_problem", detail=problem)
 
 
 def learn(hands: Hands, action_id: int | None, outcome: str, *, simulated: bool) -> str | None:

@@ -107,7 +107,7 @@ def step_record(
     return "action_step", {"decision_id": decision_id, "step": step, "action": action.to_json(), **fields}
 
 
-def step(hands: Hands, case: Case, step: str, **fields: Any) -> None:
+def case_step(hands: Hands, case: Case, step: str, **fields: Any) -> None:
     audit_step(hands, case.decision_id, case.action, step, fingerprint=case.alert.fingerprint, **fields)
 
 
@@ -125,7 +125,7 @@ def plan_of(executor: Executor, action: ProposedAction) -> str:
         return f"no plan: {exc if isinstance(exc, ExecutorError) else f'{type(exc).__name__}: {exc}'}"
 
 
-def details(case: Case, **more: Any) -> dict[str, Any]:
+def case_details(case: Case, **more: Any) -> dict[str, Any]:
     return {
         "decision_id": case.decision_id,
         "level": case.verdict.decision.level,
