@@ -16,7 +16,6 @@ from typing import Any
 from pyagent.execution import learn, roll_back
 from pyagent.executors import StepResult
 from pyagent.hands import Hands, audit_step
-from pyagent.servicenow import outcome_notes
 
 STOP_WAIT_SECONDS = 60.0
 
@@ -64,8 +63,7 @@ def abort(
     if problem:
         audit_step(hands, decision_id, action, "history_problem", detail=problem)
     undone = "rolled back" if result.ok else "rollback failed, roll back by hand"
-    notes = outcome_notes(decision_id, action, "aborted", f"by {by} via {via}; {undone}")
-    hands.changes.conclude(decision_id, "aborted", notes)
+    hands.changes.end(decision_id, action, "aborted", f"by {by} via {via}; {undone}")
     hands.notifier.notify(
         "aborted",
         f"{action.type} on {action.target} aborted by {by} via {via}"

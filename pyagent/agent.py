@@ -37,7 +37,6 @@ from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict
 from pyagent.records import decision_record, intake_record
-from pyagent.servicenow import outcome_notes
 from pyagent.sources.history_sqlite import NewIncident
 from pyagent.store import Store, StoredAlert
 
@@ -280,8 +279,7 @@ class Agent:
                 self._in_flight.done(case.alert_id)  # refused, or history could not record it
                 self._audit_outcomes([((case, history_problem), outcome)])
                 if isinstance(outcome, str) and outcome != "aborted":  # an abort ends the record itself
-                    notes = outcome_notes(case.decision_id, case.action, outcome)
-                    self.hands.changes.conclude(case.decision_id, outcome, notes)
+                    self.hands.changes.end(case.decision_id, case.action, outcome)
             finally:
                 self._busy_more(-1)
 

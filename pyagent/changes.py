@@ -44,7 +44,7 @@ from pyagent.briefing import Briefing
 from pyagent.contract import Trigger
 from pyagent.errors import ChangeSystemUnavailable
 from pyagent.executors import ProposedAction
-from pyagent.servicenow import ServiceNow, build_fields
+from pyagent.servicenow import ServiceNow, build_fields, outcome_notes
 from pyagent.sources.catalog import policy_data
 from pyagent.sqlite_schema import add_missing_columns
 from pyagent.store import Store
@@ -317,6 +317,11 @@ class ChangeDesk:
             )
         )
         self.tell_later()
+
+    def end(self, decision_id: str, action: ProposedAction, outcome: str, detail: str = "") -> None:
+        """:meth:`conclude`, with notes saying what was done, how it ended and why
+        (:func:`pyagent.servicenow.outcome_notes`)."""
+        self.conclude(decision_id, outcome, outcome_notes(decision_id, action, outcome, detail))
 
     def backlog(self) -> dict[str, int]:
         """How many records the change system does not know as they stand: ``unfiled``, open

@@ -21,7 +21,6 @@ import threading
 from pyagent.execution import Attempt, conclude, learn
 from pyagent.hands import Hands
 from pyagent.ledger import Execution
-from pyagent.servicenow import outcome_notes
 
 
 def recover(hands: Hands) -> list[threading.Thread]:
@@ -82,8 +81,7 @@ def _resume(hands: Hands, attempt: Attempt, execution: Execution) -> None:
 
 
 def _end(hands: Hands, attempt: Attempt, outcome: str, detail: str) -> None:
-    notes = outcome_notes(attempt.decision_id, attempt.action, outcome, detail)
-    hands.changes.conclude(attempt.decision_id, outcome, notes)
+    hands.changes.end(attempt.decision_id, attempt.action, outcome, detail)
 
 
 def _tell(hands: Hands, attempt: Attempt, detail: str) -> None:

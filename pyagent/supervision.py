@@ -37,7 +37,6 @@ from pyagent.notifiers.messages import Messages
 from pyagent.notifiers.outbox import Failure, Notice, Outbox
 from pyagent.opa import OpaClient
 from pyagent.policy import decide
-from pyagent.servicenow import outcome_notes
 from pyagent.store import Store
 from pyagent.timers import Deadlines
 
@@ -292,11 +291,7 @@ class Supervisor:
             },
         )
         approver = approval.decided_by.name if approval.decided_by else "a human"
-        self.changes.conclude(
-            approval.decision_id,
-            outcome,
-            outcome_notes(approval.decision_id, case.action, outcome, f"approved by {approver}"),
-        )
+        self.changes.end(approval.decision_id, case.action, outcome, f"approved by {approver}")
 
     def _recheck(self, approval: Approval) -> Case:
         """The approved case as it stands now: context gathered again, OPA asked again (audited)."""
