@@ -165,7 +165,7 @@ def filed_then_stopped(tmp_path: Path, example_input: dict[str, Any]) -> Iterato
         yield _Stopped(state, fakes, decision_id, change_id, sys_id)
 
 
-def test_a_record_whose_decision_is_dropped_at_restart_is_cancelled_inservicenow_overrides(
+def test_a_record_whose_decision_is_dropped_at_restart_is_cancelled_in_servicenow(
     filed_then_stopped: _Stopped,
 ) -> None:
     state, fakes, sys_id = filed_then_stopped.state, filed_then_stopped.fakes, filed_then_stopped.sys_id
