@@ -19,7 +19,7 @@ from pyagent.dispatch import dispatch_many
 from pyagent.executors import ProposedAction
 from pyagent.executors.dryrun import DryRunExecutor
 from pyagent.opa import OpaClient, default_policy_dir, free_port
-from pyagent.servicenow import ServiceNow, outcome_notes
+from pyagent.servicenow import ServiceNow
 from pyagent.settings import Settings
 from pyagent.store import Store
 from tests.execution_kit import briefing, case, kit
@@ -151,7 +151,7 @@ def test_an_execution_ends_its_record_by_outcome_once(tmp_path: Path, example_in
         try:
             for decision_id in ("ok", "undone", "refused", "twice"):
                 desk.open(decision_id, action, (REGULATED,), briefing(example_input), "a summary")
-            desk.conclude("ok", "success", outcome_notes("ok", action, "success"))
+            desk.end("ok", action, "success")
             desk.conclude("undone", "rolled_back", "verification failed; rolled back")
             desk.conclude("refused", "refused", "the target is busy")
             desk.conclude("twice", "duplicate", "executed before")
