@@ -21,25 +21,16 @@ and each pair's p99 of ``recorded`` against ``intake``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from bench.e2e_bench import INVENTORY, TARGET_P99_MS, TEMPLATE, AuditTail, _delivery
+from bench.e2e_bench import TARGET_P99_MS, AuditTail
+from bench.inprocess import WARMUP, deliveries, warm_agent
 from bench.stats import percentile
-from pyagent.alerts import Delivery, parse_webhook
-from pyagent.app import running_agent
 from pyagent.opa import EmbeddedOpa, default_policy_dir
-from pyagent.server import settle_collector
-from pyagent.settings import Settings
 
-WARMUP = 300
 MODES = ("intake", "recorded")
 
 
@@ -55,40 +46,25 @@ class Run:
 
 def measure(opa_url: str, mode: str, rate: float, seconds: float, first: int) -> Run:
     """One run of ``mode``: the agent built afresh, warmed up, then paced alerts."""
-    template = json.loads(TEMPLATE.read_text())
-    count = int(rate * seconds)
-    serials = range(first, first + WARMUP + count)
-    deliveries: list[Delivery] = [parse_webhook(json.dumps(_delivery(template, s)).encode()) for s in serials]
-    with (
-        tempfile.TemporaryDirectory(prefix="pyagent-deciding-") as tmp,
-        contextlib.redirect_stderr(io.StringIO()),  # the log channel's line per approval
-    ):
-        settings = Settings(state_dir=Path(tmp), inventory=INVENTORY, opa_url=opa_url)
-        with running_agent(settings) as running:
-            agent = running.agent
-            settle_collector()  # as `pyagent serve` does once the agent is built
-            for delivery in deliveries[:WARMUP]:
+    paced = deliveries(first + WARMUP, int(rate * seconds))
+    with warm_agent(opa_url, first) as (agent, state):
+        recorded = [agent.store.record_delivery(d)[0] for d in paced] if mode == "recorded" else []
+        scheduled: dict[str, float] = {}
+        cpu = time.process_time()
+        start = time.time() + 0.1
+        for index, delivery in enumerate(paced):
+            due = start + index / rate
+            time.sleep(max(0.0, due - time.time()))
+            scheduled[delivery.alerts[0].fingerprint] = due
+            if recorded:
+                agent.queue_recorded(recorded[index])
+            else:
                 agent.intake(delivery)
-            if not agent.drain(120):
-                raise SystemExit("warm-up alerts were not decided within 120 s")
-            paced = deliveries[WARMUP:]
-            recorded = [agent.store.record_delivery(d)[0] for d in paced] if mode == "recorded" else []
-            scheduled: dict[str, float] = {}
-            cpu = time.process_time()
-            start = time.time() + 0.1
-            for index, delivery in enumerate(paced):
-                due = start + index / rate
-                time.sleep(max(0.0, due - time.time()))
-                scheduled[delivery.alerts[0].fingerprint] = due
-                if recorded:
-                    agent.queue_recorded(recorded[index])
-                else:
-                    agent.intake(delivery)
-            if not agent.drain(120):
-                raise SystemExit(f"{mode}: alerts were not decided within 120 s")
-            cpu = time.process_time() - cpu
-            tail = AuditTail(Path(tmp) / "audit.jsonl")
-            tail.poll()
+        if not agent.drain(120):
+            raise SystemExit(f"{mode}: alerts were not decided within 120 s")
+        cpu = time.process_time() - cpu
+        tail = AuditTail(state / "audit.jsonl")
+        tail.poll()
     latencies = [(tail.decided[f] - at) * 1000 for f, at in scheduled.items() if f in tail.decided]
     return Run(
         mode,
