@@ -1,7 +1,8 @@
 """The pipeline, wired: validate -> gather context -> ask OPA -> clamp -> dispatch -> audit.
 
 ``intake`` records alerts durably and queues them; a worker thread decides whatever is
-queued as one batch and dispatches it. When a worker is idle, a delivery's firing alerts
+queued as one batch and dispatches it; under load, once the next batch is asked about, so
+that the dispatch runs while OPA evaluates. When a worker is idle, a delivery's firing alerts
 are handed to it before their commit: it gathers their context and asks OPA while intake
 fsyncs, and decides each only once intake says it is recorded and new. Levels 3 and 4 are
 carried out on execution threads of their own (as many as ``max_concurrent_actions``), so
@@ -20,15 +21,16 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pyagent.alerts import Delivery
 from pyagent.audit import AuditLog
-from pyagent.batching import take_batch
+from pyagent.batching import take_batch, take_queued
 from pyagent.briefing import Briefing
 from pyagent.context import Sources
-from pyagent.deciding import Arriving, Decided, Decider, Item, Prepared, count_failure, label
+from pyagent.deciding import Arriving, Asked, Decided, Decider, Item, Prepared, count_failure, label
 from pyagent.dispatch import dispatch_many, opens_change_record
 from pyagent.errors import HistoryError
 from pyagent.executors import ProposedAction
@@ -41,8 +43,18 @@ from pyagent.sources.history_sqlite import NewIncident
 from pyagent.store import Store, StoredAlert
 
 log = logging.getLogger("pyagent.agent")
-# take_batch for the worker's queue: mypy cannot infer its type parameter from a union of items
+# the batching functions for the worker's queue: mypy cannot infer their type parameter from
+# a union of items
 _take_batch: Callable[[queue.Queue[Item | None], int], tuple[list[Item], bool]] = take_batch
+_take_queued: Callable[[queue.Queue[Item | None], int], tuple[list[Item], bool]] = take_queued
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """A batch whose decisions are recorded and audited: the cases it has left to dispatch."""
+
+    batch: list[Item]
+    telling: list[tuple[Case, str | None]]
 
 
 class Agent:
@@ -206,6 +218,7 @@ class Agent:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
+        self.decider.close()
         for _ in self._executors:
             self._to_execute.put(None)
         for thread in self._executors:  # one still verifying is resumed at the next start
@@ -218,20 +231,59 @@ class Agent:
 
     def _work(self) -> None:
         """Take whatever is queued (up to ``batch_size``), decide it with one OPA request, and
-        carry it out."""
+        carry it out. Under load, a batch's decisions are recorded, the next batch is taken
+        and OPA asked about it, and only then is the first batch dispatched: dispatching
+        runs while OPA evaluates, instead of after it. An idle worker dispatches at once."""
         stop = False
+        recorded: _Recorded | None = None  # decided and audited, not yet dispatched
         while not stop:
-            batch, stop = _take_batch(self._queue, self.batch_size)
-            try:
-                self._carry_out(self.decider.decide(self.decider.prepare(batch)))
-            except Exception as exc:  # noqa: BLE001 - a bug must not end the worker thread
-                for item in batch:  # one decided stays counted as in flight: the safe side of a bug
-                    self._failed(label(item), exc)
-            finally:
-                self._busy_more(-len(batch), deciding=True)
+            if recorded is None:
+                batch, stop = _take_batch(self._queue, self.batch_size)
+            else:
+                batch, stop = _take_queued(self._queue, self.batch_size)
+            asked = self._ask(batch, meanwhile=recorded is not None)
+            if recorded is not None:
+                self._dispatch(recorded)
+            recorded = self._record_asked(batch, asked) if asked is not None else None
+        if recorded is not None:
+            self._dispatch(recorded)
 
-    def _carry_out(self, decided: list[Decided]) -> None:
-        """Record the decisions, then act on each in order.
+    def _ask(self, batch: list[Item], *, meanwhile: bool) -> Asked | None:
+        """The batch gathered and asked about; None when it is empty or could not be."""
+        if not batch:
+            return None
+        try:
+            return self.decider.ask(self.decider.prepare(batch), meanwhile=meanwhile)
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the worker thread
+            self._batch_failed(batch, exc)
+            return None
+
+    def _record_asked(self, batch: list[Item], asked: Asked) -> _Recorded | None:
+        try:
+            return _Recorded(batch, self._record_and_route(self.decider.decide(asked)))
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the worker thread
+            self._batch_failed(batch, exc)
+            return None
+
+    def _dispatch(self, recorded: _Recorded) -> None:
+        """Dispatch a recorded batch's cases that only tell (levels 0 to 2) and audit their outcomes."""
+        try:
+            done = dispatch_many([case for case, _ in recorded.telling], self.hands)
+            self._audit_outcomes(list(zip(recorded.telling, done, strict=True)))
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the worker thread
+            for case, _ in recorded.telling:  # one decided stays counted as in flight: the safe side of a bug
+                self._failed(case.alert_id, exc)
+        finally:
+            self._busy_more(-len(recorded.batch), deciding=True)
+
+    def _batch_failed(self, batch: list[Item], exc: Exception) -> None:
+        for item in batch:  # one decided stays counted as in flight: the safe side of a bug
+            self._failed(label(item), exc)
+        self._busy_more(-len(batch), deciding=True)
+
+    def _record_and_route(self, decided: list[Decided]) -> list[tuple[Case, str | None]]:
+        """Record the decisions, hand the batch's executions and change records to their
+        threads; the cases left to dispatch here, in order.
 
         Each durable step is taken once for the whole batch: the decisions are recorded with
         one commit and audited with one fsync before any is acted on, the new incidents go
@@ -241,14 +293,14 @@ class Agent:
         error, and a decision that never took its first durable step is decided again at
         the next start. Neither stops the others."""
         if not decided:
-            return
+            return []
         try:
             cases = self._record(decided)
         except Exception as exc:  # noqa: BLE001 - e.g. the audit log failed: nothing is acted on
             for ready, _ in decided:
                 self._failed(ready.stored.id, exc)
                 self._in_flight.done(ready.stored.id)
-            return
+            return []
         recorded = {case.alert_id for case, _ in cases}
         for ready, _ in decided:
             if ready.stored.id not in recorded:  # failed, or decided by another worker: never executed
@@ -265,8 +317,7 @@ class Agent:
                 self._to_file.put((case, history_problem))
             else:
                 telling.append((case, history_problem))
-        done = dispatch_many([case for case, _ in telling], self.hands)
-        self._audit_outcomes(list(zip(telling, done, strict=True)))
+        return telling
 
     def _execute(self, work: queue.Queue[tuple[Case, str | None] | None]) -> None:
         """Carry out the cases of ``work`` one at a time: level-3 and level-4 cases, or the

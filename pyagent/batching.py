@@ -14,7 +14,15 @@ def take_batch(source: queue.Queue[T | None], limit: int) -> tuple[list[T], bool
     first = source.get()
     if first is None:
         return [], True
-    batch = [first]
+    return _more(source, [first], limit)
+
+
+def take_queued(source: queue.Queue[T | None], limit: int) -> tuple[list[T], bool]:
+    """:func:`take_batch` without the wait: an empty batch when nothing is queued."""
+    return _more(source, [], limit)
+
+
+def _more(source: queue.Queue[T | None], batch: list[T], limit: int) -> tuple[list[T], bool]:
     while len(batch) < limit:
         try:
             more = source.get_nowait()

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,6 +68,15 @@ class Arriving:
 Item = StoredAlert | Arriving
 
 
+@dataclass(frozen=True)
+class Asked:
+    """A batch's questions, asked of OPA: its verdicts, in order, once OPA has answered."""
+
+    gathered: list[tuple[Item, Context]]
+    questions: list[Question]
+    verdicts: Future[list[Verdict]]
+
+
 def label(item: Item) -> int | str:
     """How a log line names a queued alert: its row id, or its fingerprint before it has one."""
     return item.id if isinstance(item, StoredAlert) else item.alert.fingerprint
@@ -94,6 +103,12 @@ class Decider:
     ) -> None:
         self.store, self.audit, self.opa, self.sources = store, audit, opa, sources
         self.metrics, self.in_flight, self.clock = metrics, in_flight, clock
+        # asks OPA about a batch while the worker carries out the one before (see :meth:`ask`)
+        self._asking = ThreadPoolExecutor(1, thread_name_prefix="pyagent-ask")
+
+    def close(self) -> None:
+        """Stop the asking thread; call once no worker asks any more."""
+        self._asking.shutdown(wait=True)
 
     @contextlib.contextmanager
     def _failures_counted(self, alert_id: int | str) -> Iterator[None]:
@@ -160,25 +175,34 @@ class Decider:
             return False
         return True
 
-    def decide(self, gathered: list[tuple[Item, Context]]) -> list[Decided]:
-        """One OPA request for the batch, with the decisions made as if one after another:
-        each autonomous decision this batch makes counts in the rate limit of the alerts
-        after it, which are asked again (rarely: only when a batch has two or more
-        autonomous decisions). An alert handed over before its commit is decided only once
-        recorded, and not at all when it is not new."""
+    def ask(self, gathered: list[tuple[Item, Context]], *, meanwhile: bool = False) -> Asked:
+        """Ask OPA about the batch in one request: on this thread, or with ``meanwhile`` on
+        the asking thread, so that this one can do other work while OPA evaluates."""
         questions = [_question(context) for _, context in gathered]
-        verdicts = self._ask(questions)
+        if meanwhile and questions:
+            return Asked(gathered, questions, self._asking.submit(self._ask, questions))
+        verdicts: Future[list[Verdict]] = Future()
+        verdicts.set_result(self._ask(questions))
+        return Asked(gathered, questions, verdicts)
+
+    def decide(self, asked: Asked) -> list[Decided]:
+        """The batch's decisions, made as if one after another: each autonomous decision
+        this batch makes counts in the rate limit of the alerts after it, which are asked
+        again (rarely: only when a batch has two or more autonomous decisions). An alert
+        handed over before its commit is decided only once recorded, and not at all when it
+        is not new."""
+        verdicts = asked.verdicts.result()
         settled: list[Decided] = []
-        for (item, context), question, verdict in zip(gathered, questions, verdicts, strict=True):
+        for (item, context), question, verdict in zip(asked.gathered, asked.questions, verdicts, strict=True):
             stored = self._settled(item)
             if stored is not None:
                 settled.append((Prepared(stored, context, question), verdict))
         decided: list[Decided] = []
         earlier = 0
-        for asked, first in settled:
-            ready, verdict = asked, first
+        for prepared, first in settled:
+            ready, verdict = prepared, first
             if earlier and autonomous(first.decision):
-                ready = asked.counting_also(earlier)
+                ready = prepared.counting_also(earlier)
                 [verdict] = self._ask([ready.question])
             if autonomous(verdict.decision):
                 earlier += 1

@@ -14,6 +14,7 @@ from pyagent.errors import PolicyEngineUnavailable, PolicyError, PolicyInvalid
 from pyagent.opa import EmbeddedOpa, OpaClient, default_policy_dir
 from pyagent.policy import Question, decide, decide_many
 from pyagent.settings import Settings
+from pyagent.store import Store
 from tests.serving import EXAMPLES, example, record_without_deciding, records
 
 
@@ -156,4 +157,28 @@ def test_a_batch_records_every_decision_before_acting_on_any(tmp_path: Path) -> 
     assert [d["decision_id"] for d in decisions] == [o["decision_id"] for o in outcomes]
     assert {"approval_requested"} == {o["outcome"] for o in outcomes}
     assert sorted(b["alerts"][0]["fingerprint"] for b in bodies) == sorted(i.fingerprint for i in incidents)
+    assert verify(tmp_path / "audit.jsonl").ok
+
+
+def test_an_agent_stopped_under_load_dispatches_every_batch_it_decided(tmp_path: Path) -> None:
+    """Under load a worker dispatches a batch while OPA is asked about the next, so when it
+    takes the stop sign it may still hold a batch decided and not dispatched: that batch is
+    dispatched before the worker ends. Every decision audited has its outcome, and nothing
+    is left to be decided again at the next start."""
+    count = 150  # more than two batches of 64: the later ones are taken while one waits to be dispatched
+    bodies = _recorded_undecided(tmp_path, count)
+    settings = Settings(state_dir=tmp_path, inventory=EXAMPLES / "inventory.yaml", workers=1)
+    with running_agent(settings) as running:
+        store = running.agent.store
+    # stopped at once: the stop sign was queued behind every alert waiting at the start
+    decisions, outcomes = records(tmp_path, "decision"), records(tmp_path, "outcome")
+    assert count == len(decisions) == len(bodies)
+    assert [d["decision_id"] for d in decisions] == [o["decision_id"] for o in outcomes]
+    assert {"approval_requested"} == {o["outcome"] for o in outcomes}
+    reopened = Store(store.path)
+    try:
+        assert [] == reopened.not_carried_out()
+        assert [] == reopened.pending()
+    finally:
+        reopened.close()
     assert verify(tmp_path / "audit.jsonl").ok
