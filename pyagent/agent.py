@@ -9,7 +9,7 @@ carried out on execution threads of their own (as many as ``max_concurrent_actio
 verifying a rollout never holds up deciding the next alerts. Alerts recorded but not decided
 when the agent stopped are queued again on ``start``, and so are those decided whose
 decision took no durable step (no approval, execution or outcome recorded): their decision
-is dropped, and audited as such. Gathering and asking OPA for a batch is
+is dropped, and audited as such (:mod:`pyagent.recovery`). Gathering and asking OPA for a batch is
 :mod:`pyagent.deciding`; recording and dispatching it is here.
 """
 
@@ -39,6 +39,7 @@ from pyagent.metrics import Metrics
 from pyagent.opa import OpaClient
 from pyagent.policy import Verdict
 from pyagent.records import decision_record, intake_record
+from pyagent.recovery import decide_again
 from pyagent.sources.history_sqlite import NewIncident
 from pyagent.store import Store, StoredAlert
 
@@ -150,10 +151,10 @@ class Agent:
 
     def start(self) -> None:
         """Start the workers and queue every alert recorded but not yet decided, and every
-        alert whose decision was never carried out (see :meth:`_decide_again`); the change
-        system is told, on the change desk's thread, of the records that ended and that it
-        was not yet told of."""
-        self._decide_again()
+        alert whose decision was never carried out (see :func:`pyagent.recovery.decide_again`);
+        the change system is told, on the change desk's thread, of the records that ended and
+        that it was not yet told of."""
+        decide_again(self.store, self.audit, self.hands.changes)
         self.hands.changes.tell_later()
         for stored in self.store.pending():
             self.queue_recorded(stored)
@@ -171,35 +172,6 @@ class Agent:
             target=self._execute, args=(self._to_file,), name="pyagent-filing", daemon=True
         )
         self._filing.start()
-
-    def _decide_again(self) -> None:
-        """Drop the decisions the agent recorded but never carried out, so that their alerts
-        are decided anew: it stopped, or the audit failed, between a decision's commit and its
-        first durable step (an approval, an execution, an outcome). Nothing was done for
-        them, and the audit says so before the alert's new decision; a change record opened
-        for one is cancelled."""
-        unfinished = self.store.not_carried_out()
-        if not unfinished:
-            return
-        self.audit.append_many(
-            [
-                (
-                    "decision_abandoned",
-                    {
-                        "decision_id": decision_id,
-                        "alert_id": stored.id,
-                        "fingerprint": stored.alert.fingerprint,
-                        "level": level,
-                        "reason": "recorded but never carried out before the agent stopped; decided again",
-                    },
-                )
-                for stored, decision_id, level in unfinished
-            ]
-        )
-        dropped = [decision_id for _, decision_id, _ in unfinished]
-        self.hands.changes.cancel_for(dropped, "its decision was dropped before anything was done under it")
-        self.store.reopen(dropped)
-        log.warning("%d decisions were never carried out; their alerts are decided again", len(unfinished))
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued alert is processed."""

@@ -12,15 +12,53 @@ decides what is safe:
 - an abort was claimed but not finished: humans are told the rollback is unconfirmed.
 
 Each ends its change record, if it has one, with that outcome (see :mod:`pyagent.changes`).
+A decision recorded but never carried out is dropped, and its alert decided again
+(:func:`decide_again`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
+from pyagent.audit import AuditLog
+from pyagent.changes import ChangeDesk
 from pyagent.execution import Attempt, conclude, learn
 from pyagent.hands import Hands
 from pyagent.ledger import Execution
+from pyagent.store import Store
+
+log = logging.getLogger("pyagent.agent")
+
+
+def decide_again(store: Store, audit: AuditLog, changes: ChangeDesk) -> None:
+    """Drop the decisions the agent recorded but never carried out, so that their alerts
+    are decided anew: it stopped, or the audit failed, between a decision's commit and its
+    first durable step (an approval, an execution, an outcome). Nothing was done for
+    them, and the audit says so before the alert's new decision; a change record opened
+    for one is cancelled."""
+    unfinished = store.not_carried_out()
+    if not unfinished:
+        return
+    audit.append_many(
+        [
+            (
+                "decision_abandoned",
+                {
+                    "decision_id": decision_id,
+                    "alert_id": stored.id,
+                    "fingerprint": stored.alert.fingerprint,
+                    "level": level,
+                    "reason": "recorded but never carried out before the agent stopped; decided again",
+                },
+            )
+            for stored, decision_id, level in unfinished
+        ]
+    )
+    dropped = [decision_id for _, decision_id, _ in unfinished]
+    changes.cancel_for(dropped, "its decision was dropped before anything was done under it")
+    store.reopen(dropped)
+    log.warning("%d decisions were never carried out; their alerts are decided again", len(unfinished))
 
 
 def recover(hands: Hands) -> list[threading.Thread]:
