@@ -5,6 +5,11 @@ do not see each other in history: fewer occurrences and a pattern still novel on
 autonomy. The rate limit, where a missing count would raise it, counts every autonomous
 decision not yet in history, and the batch's own in order (see :mod:`pyagent.inflight`).
 
+A batch may be asked about on the asking thread while the worker dispatches the batch before
+it (:meth:`Decider.ask`). That batch's decisions and incidents are recorded by then, and its
+autonomous decisions counted as in flight, so the batch asked about sees them; dispatching
+the levels 0 to 2 changes nothing a context is gathered from.
+
 An alert handed over while intake still commits it (:class:`Arriving`) is gathered and
 asked about at once, and decided only once intake says it is recorded and new.
 """
