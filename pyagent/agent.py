@@ -93,7 +93,7 @@ class Agent:
         self._busy = 0
         self._deciding = 0  # alerts queued or being decided; at 0, a delivery is handed over early
         metrics.waiting.set_function(lambda: self._deciding)
-        self.decider = Decider(store, audit, opa, sources, metrics, self._in_flight, self._now)
+        self.decider = Decider(store, audit, opa, sources, metrics, self._in_flight, self._now, workers)
 
     def _now(self) -> datetime:
         """The agent's clock, read at each batch: contexts are gathered at ``self.clock``'s time."""

@@ -105,14 +105,16 @@ class Decider:
         metrics: Metrics,
         in_flight: InFlight,
         clock: Callable[[], datetime],
+        workers: int = 1,
     ) -> None:
         self.store, self.audit, self.opa, self.sources = store, audit, opa, sources
         self.metrics, self.in_flight, self.clock = metrics, in_flight, clock
-        # asks OPA about a batch while the worker carries out the one before (see :meth:`ask`)
-        self._asking = ThreadPoolExecutor(1, thread_name_prefix="pyagent-ask")
+        # asks OPA about a batch while a worker carries out the one before (see :meth:`ask`):
+        # one thread per worker, so no worker's question waits behind another's
+        self._asking = ThreadPoolExecutor(max(1, workers), thread_name_prefix="pyagent-ask")
 
     def close(self) -> None:
-        """Stop the asking thread; call once no worker asks any more."""
+        """Stop the asking threads; call once no worker asks any more."""
         self._asking.shutdown(wait=True)
 
     @contextlib.contextmanager
