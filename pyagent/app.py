@@ -169,12 +169,7 @@ def guardrails(settings: Settings) -> Guardrails:
 def policy_client(settings: Settings) -> Iterator[OpaClient]:
     """A client for ``settings.opa_url``, or for an OPA started here on the policy directory."""
     with ExitStack() as stack:
-        url = settings.opa_url
-        if not url:
-            url = stack.enter_context(EmbeddedOpa(settings.policy_dir, binary=settings.opa_binary)).url
-        client = OpaClient(url)
-        stack.callback(client.close)
-        yield client
+        yield _policy_engine(settings, stack)[1]
 
 
 @contextmanager
@@ -182,7 +177,9 @@ def running_agent(settings: Settings) -> Iterator[Running]:
     """The agent with its OPA (started here unless ``opa_url`` is set), stores and workers."""
     with ExitStack() as stack:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        opa_url, client = _policy_engine(settings, stack)
+        opa_url, client = _policy_engine(
+            settings, stack, log_path=settings.state_dir / "opa.log", parallel=settings.opa_parallel_requests
+        )
         audit = _audit_log(settings, stack)
         store = Store(settings.state_dir / "agent.db")
         stack.callback(store.close)
@@ -225,16 +222,18 @@ def running_agent(settings: Settings) -> Iterator[Running]:
         yield Running(agent, opa_url, desk)
 
 
-def _policy_engine(settings: Settings, stack: ExitStack) -> tuple[str, OpaClient]:
-    """OPA's URL and a client for it: ``settings.opa_url``, or an OPA started here, logging
-    to the state directory, and stopped when ``stack`` closes."""
+def _policy_engine(
+    settings: Settings, stack: ExitStack, *, log_path: Path | None = None, parallel: int = 1
+) -> tuple[str, OpaClient]:
+    """OPA's URL and a client for it, sending up to ``parallel`` requests at once:
+    ``settings.opa_url``, or an OPA started here on the policy directory (logging to
+    ``log_path``), stopped when ``stack`` closes."""
     opa_url = settings.opa_url
     if not opa_url:
-        log_path = settings.state_dir / "opa.log"
         opa_url = stack.enter_context(
             EmbeddedOpa(settings.policy_dir, binary=settings.opa_binary, log_path=log_path)
         ).url
-    client = OpaClient(opa_url, parallel=settings.opa_parallel_requests)
+    client = OpaClient(opa_url, parallel=parallel)
     stack.callback(client.close)
     return opa_url, client
 
