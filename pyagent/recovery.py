@@ -28,6 +28,7 @@ from pyagent.hands import Hands
 from pyagent.ledger import Execution
 from pyagent.store import Store
 
+# the logger the agent's start-up warnings have always come from, so log filters keep working
 log = logging.getLogger("pyagent.agent")
 
 
