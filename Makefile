@@ -110,13 +110,14 @@ docs-check: ## fail when the README's trigger table is stale
 	opa inspect -a --format json rego > $(TOOLS)/inspect.json
 	python3 scripts/trigger_table.py $(TOOLS)/inspect.json README.md --check
 
-bench: setup kube-apiserver ## the benchmarks: the policy alone, the agent end to end under load and in process, its deciding stage alone and by batch size, the human loop's timing, a level-4 restart on a real API server
+bench: setup kube-apiserver ## the benchmarks: the policy alone, the agent end to end under load (and against the least pipeline on its stack) and in process, its deciding stage alone and by batch size, the human loop's timing, a level-4 restart on a real API server
 	python3 bench/policy_bench.py
 	python -m bench.pipeline_bench
 	python -m bench.deciding_bench
 	python -m bench.batch_bench
 	python -m bench.approval_bench
 	python -m bench.executor_bench
+	python -m bench.floor_bench
 	python -m bench.e2e_bench  # last: it exits 1 while a load target is missed
 
 bench-policy: tools ## opa bench on the decision for DESIGN.md's example input

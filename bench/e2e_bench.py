@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -313,30 +314,54 @@ def _drain(tail: AuditTail, scheduled: dict[str, float], timeout: float = 30.0) 
         time.sleep(0.05)
 
 
+def agent_command(port: int, state: Path, opa_url: str) -> list[str]:
+    """``pyagent serve`` on ``port`` and a fresh state directory, asking ``opa_url``."""
+    return [
+        sys.executable, "-m", "pyagent", "serve",
+        "--listen", f"127.0.0.1:{port}",
+        "--state-dir", str(state),
+        "--opa-url", opa_url,
+        "--inventory", str(INVENTORY),
+    ]  # fmt: skip
+
+
 def run(
     rates: list[float], seconds: float, baseline_count: int, warmup_seconds: float, group: int = 1
 ) -> int:
     template = json.loads(TEMPLATE.read_text())
-    token = "bench-token"  # noqa: S105 - a local, throwaway token
     with (
         tempfile.TemporaryDirectory(prefix="pyagent-bench-") as tmp,
         EmbeddedOpa(default_policy_dir()) as opa,
     ):
+        bare = baseline(opa.url, _policy_input(template, Path(tmp)), baseline_count)
+        steps = measure(agent_command, opa, rates, seconds, warmup_seconds, group)
+    return report(bare, steps, group)
+
+
+def measure(  # noqa: PLR0913, PLR0917 - one measurement's parameters
+    command: Callable[[int, Path, str], list[str]],
+    opa: EmbeddedOpa,
+    rates: list[float],
+    seconds: float,
+    warmup_seconds: float,
+    group: int = 1,
+) -> list[Step]:
+    """Serve the webhook with ``command(port, state_dir, opa_url)`` and load it at each rate
+    in turn, after the warm-up; a step per rate. The server's audit log must hold an
+    ``intake`` (with ``received_at``) and a ``decision`` record per alert, as the agent's does."""
+    template = json.loads(TEMPLATE.read_text())
+    token = "bench-token"  # noqa: S105 - a local, throwaway token
+    with tempfile.TemporaryDirectory(prefix="pyagent-bench-") as tmp:
         state = Path(tmp)
-        bare = baseline(opa.url, _policy_input(template, state), baseline_count)
         port = free_port()
         env = {**os.environ, "PYAGENT_WEBHOOK_TOKEN": token}
-        agent = subprocess.Popen(
-            [
-                sys.executable, "-m", "pyagent", "serve",
-                "--listen", f"127.0.0.1:{port}",
-                "--state-dir", str(state / "agent"),
-                "--opa-url", opa.url,
-                "--inventory", str(INVENTORY),
-            ],
-            env=env,
-            stderr=(state / "agent.log").open("wb"),
-        )  # fmt: skip
+        with (state / "agent.log").open("wb") as log:  # the child keeps its own descriptor
+            agent = subprocess.Popen(
+                command(port, state / "agent", opa.url),
+                cwd=ROOT,  # where `python -m bench....` finds the benchmarks
+                env=env,
+                stderr=log,
+            )
         try:
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 30
@@ -392,7 +417,7 @@ def run(
         finally:
             agent.terminate()
             agent.wait(timeout=30)
-    return report(bare, steps, group)
+    return steps
 
 
 def report(bare: dict[str, list[float]], steps: list[Step], group: int = 1) -> int:

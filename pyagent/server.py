@@ -34,6 +34,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HUMANS_PREFIXES = ("/console", "/api/", "/slack/interactions")
 # Deliveries committed at once. More than one lets the store's group commit take several
@@ -187,7 +188,7 @@ def settle_collector() -> None:
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, 10, 10)
 
 
-def server(app: WebhookApp, host: str, port: int) -> uvicorn.Server:
+def server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
     """uvicorn serving ``app``: uvloop, httptools, no access log (the audit log is the record)."""
     config = uvicorn.Config(
         app,
