@@ -42,6 +42,7 @@ from typing import Any
 from bench.e2e_bench import TEMPLATE, _policy_input
 from pyagent.alerts import Alert, parse_webhook
 from pyagent.audit import AuditLog, rfc3339
+from pyagent.batching import take_batch
 from pyagent.database import Database
 from pyagent.errors import PolicyError
 from pyagent.opa import OpaClient
@@ -64,28 +65,24 @@ class Floor:
         self.opa = OpaClient(opa_url, parallel=2)
         self.policy_input = _policy_input(json.loads(TEMPLATE.read_text()), state)
         self.approve = approve
-        self.queue: queue.Queue[tuple[int, Alert, str]] = queue.Queue()
+        self.queue: queue.Queue[tuple[int, Alert, str] | None] = queue.Queue()
 
     def intake(self, alerts: tuple[Alert, ...]) -> int:
         """Record the delivery's alerts with one (group) commit; queue them for deciding."""
         received = rfc3339(datetime.now(UTC))
 
         def insert(db: sqlite3.Connection) -> list[int]:
-            insert = "INSERT INTO alerts (alert) VALUES (?)"
-            return [int(db.execute(insert, (json.dumps(a.to_json()),)).lastrowid or 0) for a in alerts]
+            sql = "INSERT INTO alerts (alert) VALUES (?)"
+            return [int(db.execute(sql, (json.dumps(a.to_json()),)).lastrowid or 0) for a in alerts]
 
         for alert_id, alert in zip(self.db.transact(insert), alerts, strict=True):
             self.queue.put((alert_id, alert, received))
         return len(alerts)
 
     def work(self) -> None:
+        """Decide whatever is queued, as one batch, for as long as the process runs."""
         while True:
-            batch = [self.queue.get()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
+            batch, _ = take_batch(self.queue, BATCH)  # nothing puts the stop sign: a daemon thread
             self._decide(batch)
 
     def _decide(self, batch: list[tuple[int, Alert, str]]) -> None:
