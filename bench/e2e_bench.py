@@ -373,7 +373,7 @@ def measure(  # noqa: PLR0913, PLR0917 - one measurement's parameters
                     pass
                 if time.monotonic() > deadline or agent.poll() is not None:
                     sys.stderr.write((state / "agent.log").read_text())
-                    raise SystemExit("the agent did not become healthy")
+                    raise SystemExit("the server under load did not become healthy")
                 time.sleep(0.1)
             tail = AuditTail(state / "agent" / "audit.jsonl")
             steps = []
